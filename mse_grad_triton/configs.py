@@ -1,0 +1,80 @@
+"""Kernel configurations: per-backend defaults (as data), Ascend's UB budget, ``select_config``.
+
+A configuration is the tile size, the number of programs per parallel unit (NPU vector core,
+CUDA SM, CPU core) and each backend's own knobs. ``select_config`` is the one place the
+launcher asks; tuned tables plug in there.
+"""
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+# Ascend A2/A3 unified buffer per vector core (REFERENCE.md section 3).
+UB_BYTES = 192 * 1024
+# Triton's ``tl.arange`` needs a power of two; the kernel's lanes are int32.
+MAX_BLOCK_SIZE = 1 << 16
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """One way to launch the kernel."""
+
+    block_size: int              # elements per tile (power of two)
+    programs_per_unit: int = 1   # persistent programs per parallel unit
+    num_warps: int = 4           # CUDA only
+    multibuffer: bool = True     # Ascend only: double-buffer transfers (doubles the UB need)
+    source: str = "default"      # where it came from, for explain()
+
+
+# Starting points, not measurements: the tuner measures and replaces them. On NPU the block
+# size is derived from the UB budget (``None``). The minimum keeps transfers long enough to be
+# worth a DMA when a small tensor is split over many cores.
+DEFAULTS = {
+    "npu": {"config": KernelConfig(block_size=0, programs_per_unit=1), "min_block_size": 1024},
+    "cuda": {"config": KernelConfig(block_size=2048, programs_per_unit=4, num_warps=8),
+             "min_block_size": 512},
+    "cpu": {"config": KernelConfig(block_size=1024, programs_per_unit=1), "min_block_size": 128},
+}
+
+
+def ub_footprint_bytes(block_size: int, input_itemsizes: Sequence[int], out_itemsize: int,
+                       multibuffer: bool) -> int:
+    """Unified-buffer bytes one tile needs on Ascend.
+
+    Per element: every input tile as loaded (``input_itemsizes``: the tensors the kernel
+    loads per tile; a scalar grad_output is not one), its fp32 widening unless it already is
+    fp32, one fp32 result, and the result narrowed to the output dtype unless that is fp32.
+    Multibuffer keeps two of everything in flight.
+    """
+    per_element = 4  # fp32 result
+    for itemsize in input_itemsizes:
+        per_element += itemsize + (4 if itemsize != 4 else 0)
+    if out_itemsize != 4:
+        per_element += out_itemsize
+    return block_size * per_element * (2 if multibuffer else 1)
+
+
+def largest_fitting_block(input_itemsizes: Sequence[int], out_itemsize: int,
+                          multibuffer: bool) -> int:
+    """The largest power-of-two tile that fits the UB budget."""
+    block = MAX_BLOCK_SIZE
+    while block > 1 and ub_footprint_bytes(block, input_itemsizes, out_itemsize,
+                                           multibuffer) > UB_BYTES:
+        block //= 2
+    return block
+
+
+def select_config(backend: str, input_itemsizes: Sequence[int], out_itemsize: int,
+                  row_length: int, num_rows: int, num_units: int) -> KernelConfig:
+    """The configuration for one call.
+
+    ``backend`` is ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` the item sizes of the
+    tensors loaded per tile. The default tile shrinks (down to a minimum) until there are at
+    least as many tiles as parallel units, so small tensors still spread over the device.
+    """
+    defaults = DEFAULTS[backend]
+    config = defaults["config"]
+    block = config.block_size or largest_fitting_block(input_itemsizes, out_itemsize,
+                                                       config.multibuffer)
+    while block > defaults["min_block_size"] and num_rows * -(-row_length // block) < num_units:
+        block //= 2
+    return replace(config, block_size=block)

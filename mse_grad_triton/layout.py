@@ -1,0 +1,158 @@
+"""Layout analysis: broadcasting, dimension ordering and coalescing.
+
+Turns the four operands (grad_output, self, target, out) into the kernel's iteration space:
+rows of the innermost coalesced dimension, with per-operand strides (0 where an operand is
+broadcast), so that no input is ever copied. The algorithm is PyTorch's TensorIterator's:
+drop size-1 dimensions, order dimensions by stride (the output's first), then merge
+neighbours that every operand walks as one.
+
+Pure Python over shapes and strides: no tensor is created, nothing touches a device.
+"""
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+from .kernels import MAX_OUTER_DIMS
+
+Shape = Tuple[int, ...]
+
+# Operand order everywhere below (and in the kernel's argument list).
+OPERANDS = ("grad_output", "self", "target", "out")
+GRAD, SELF, TARGET, OUT = range(4)
+# Dimension ordering asks the output first: a freshly allocated output is then written in
+# order, and a strided ``out`` is walked in its own memory order.
+_ORDER_PRIORITY = (OUT, SELF, TARGET, GRAD)
+
+
+def broadcast_shapes(shapes: Sequence[Shape], names: Sequence[str]) -> Shape:
+    """NumPy broadcasting of ``shapes``; a ``ValueError`` names the first that does not fit."""
+    result: Shape = ()
+    for shape, name in zip(shapes, names):
+        rank = max(len(result), len(shape))
+        padded_result = (1,) * (rank - len(result)) + result
+        padded = (1,) * (rank - len(shape)) + tuple(shape)
+        merged = []
+        for have, new in zip(padded_result, padded):
+            if have != new and have != 1 and new != 1:
+                raise ValueError(
+                    f"{name} of shape {list(shape)} does not broadcast with "
+                    f"{list(result)}, the broadcast shape of the arguments before it"
+                )
+            merged.append(new if have == 1 else have)
+        result = tuple(merged)
+    return result
+
+
+def broadcast_strides(shape: Shape, strides: Sequence[int], out_shape: Shape) -> Shape:
+    """Strides that walk a tensor of ``shape``/``strides`` as if expanded to ``out_shape``."""
+    pad = len(out_shape) - len(shape)
+    return tuple(
+        0 if d < pad or shape[d - pad] == 1 else strides[d - pad]
+        for d in range(len(out_shape))
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The output as rows: ``sizes[0]`` is the row length, ``sizes[1:]`` enumerate rows.
+
+    ``strides[k]`` lists operand ``k``'s strides (grad_output, self, target, out), in
+    elements, aligned with ``sizes`` (innermost first).
+    """
+
+    sizes: Shape
+    strides: Tuple[Shape, Shape, Shape, Shape]
+
+    @property
+    def row_length(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def num_rows(self) -> int:
+        rows = 1
+        for size in self.sizes[1:]:
+            rows *= size
+        return rows
+
+    @property
+    def num_outer_dims(self) -> int:
+        return len(self.sizes) - 1
+
+    @property
+    def inner_strides(self) -> Shape:
+        return tuple(s[0] for s in self.strides)
+
+    @property
+    def scalar_grad(self) -> bool:
+        """grad_output is one element broadcast to the whole output."""
+        return not any(self.strides[GRAD])
+
+    @property
+    def path(self) -> str:
+        """Launch path: ``flat``, ``flat_scalar_grad`` or ``strided``."""
+        dense = self.num_outer_dims == 0 and all(
+            s[0] == 1 for k, s in enumerate(self.strides) if not (k == GRAD and self.scalar_grad)
+        )
+        if not dense:
+            return "strided"
+        return "flat_scalar_grad" if self.scalar_grad else "flat"
+
+
+def _should_swap(dim_inner: int, dim_outer: int, sizes: Shape, strides) -> int:
+    """TensorIterator's comparison: >0 when ``dim_inner`` should move outwards."""
+    for k in _ORDER_PRIORITY:
+        a, b = strides[k][dim_inner], strides[k][dim_outer]
+        if a == 0 or b == 0:
+            continue  # a broadcast dimension says nothing about memory order
+        if a != b:
+            return 1 if a > b else -1
+        if sizes[dim_inner] > sizes[dim_outer]:
+            return 1
+    return 0
+
+
+def coalesce(shape: Shape, operand_strides: Sequence[Shape]) -> Layout:
+    """Describe the broadcast output ``shape`` walked by four operands as a ``Layout``.
+
+    ``operand_strides`` are the operands' strides already broadcast to ``shape``. Raises
+    ``ValueError`` if the layout needs more than ``MAX_OUTER_DIMS + 1`` dimensions.
+    """
+    # 1. Size-1 dimensions do not move any pointer. Innermost first from here on.
+    dims = [d for d in reversed(range(len(shape))) if shape[d] != 1]
+    if not dims:
+        return Layout((1,), ((0,), (0,), (0,), (0,)))
+    sizes = tuple(shape[d] for d in dims)
+    strides = tuple(tuple(s[d] for d in dims) for s in operand_strides)
+
+    # 2. Order dimensions by stride (insertion sort, as TensorIterator::reorder_dimensions).
+    perm = list(range(len(dims)))
+    for i in range(1, len(perm)):
+        j = i
+        for k in range(i - 1, -1, -1):
+            verdict = _should_swap(perm[k], perm[j], sizes, strides)
+            if verdict > 0:
+                perm[k], perm[j] = perm[j], perm[k]
+                j = k
+            elif verdict < 0:
+                break
+    sizes = tuple(sizes[p] for p in perm)
+    strides = tuple(tuple(s[p] for p in perm) for s in strides)
+
+    # 3. Merge an outer dimension into the one inside it when every operand steps over the
+    #    inner one exactly once per outer step.
+    merged_sizes = [sizes[0]]
+    merged_strides = [[s[0]] for s in strides]
+    for d in range(1, len(sizes)):
+        if all(s[d] == m[-1] * merged_sizes[-1] for s, m in zip(strides, merged_strides)):
+            merged_sizes[-1] *= sizes[d]
+        else:
+            merged_sizes.append(sizes[d])
+            for m, s in zip(merged_strides, strides):
+                m.append(s[d])
+
+    if len(merged_sizes) - 1 > MAX_OUTER_DIMS:
+        raise ValueError(
+            f"the operands' layouts cannot be coalesced to {MAX_OUTER_DIMS + 1} dimensions "
+            f"(they need {len(merged_sizes)}); make one of them contiguous first"
+        )
+    return Layout(tuple(merged_sizes), tuple(tuple(s) for s in merged_strides))

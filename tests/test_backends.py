@@ -1,0 +1,104 @@
+"""Device backends: the CPU interpreter path, its isolation, and lazy imports."""
+
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from mse_grad_triton import backends, mse_loss_backward
+from mse_grad_triton.testing import assert_ulp_close, make, reference
+
+
+def test_cpu_backend_interprets_the_jit_kernel():
+    backend = backends.backend_for(torch.device("cpu"))
+    assert backend.name == "cpu" and backend.num_units >= 1 and backend.supports_fp64
+    assert isinstance(backend.kernel, backends._InterpretedKernel)
+    assert backends.backend_for(torch.device("cpu")) is backend  # cached
+
+
+def test_interpreting_leaves_triton_language_as_it_was():
+    before = {name: getattr(tl, name) for name in ("load", "store", "arange", "range")}
+    tensor_dict = dict(vars(tl.tensor))
+    mse_loss_backward(torch.ones(3), torch.ones(3), torch.zeros(3), "sum")
+    assert {name: getattr(tl, name) for name in before} == before
+    assert dict(vars(tl.tensor)) == tensor_dict
+
+
+def test_triton_still_compiles_after_a_cpu_call():
+    # The interpreter patches triton.language for good; the backend restores it, so building
+    # Triton IR (here for an Ascend target) in the same process still works.
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.compiler.compiler import ASTSource
+
+    mse_loss_backward(torch.ones(3), torch.ones(3), torch.zeros(3), "sum")
+
+    @triton.jit
+    def double(x_ptr, BLOCK: tl.constexpr):
+        offsets = tl.arange(0, BLOCK)
+        tl.store(x_ptr + offsets, tl.load(x_ptr + offsets) * 2)
+
+    target = GPUTarget("npu", "Ascend910B3", 0)
+    compiler = make_backend(target)
+    options = compiler.parse_options({})
+    context = triton._C.libtriton.ir.context()
+    triton._C.libtriton.ir.load_dialects(context)
+    module = ASTSource(double, {"x_ptr": "*fp32"}, {"BLOCK": 16}).make_ir(
+        options, compiler.get_codegen_implementation(), compiler.get_module_map(), context)
+    assert "tt.load" in str(module)
+
+
+def test_concurrent_cpu_calls_are_correct():
+    inputs = [(make([33, 70], torch.float32, 3 * i), make([33, 70], torch.float32, 3 * i + 1),
+               make([70], torch.float32, 3 * i + 2)) for i in range(6)]
+    results = [None] * len(inputs)
+
+    def work(i):
+        grad, self, target = inputs[i]
+        results[i] = mse_loss_backward(grad, self, target, "none")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for (grad, self, target), result in zip(inputs, results):
+        assert_ulp_close(result, reference(grad, self, target, "none"))
+
+
+def test_import_needs_no_accelerator_stack():
+    code = ("import sys, mse_grad_triton; "
+            "assert 'torch_npu' not in sys.modules; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.cuda
+def test_cuda_backend_matches_reference():
+    grad, self, target = (make([1000, 257], torch.float16, i).cuda() for i in range(3))
+    result = mse_loss_backward(grad, self, target.t().contiguous().t(), "mean")
+    assert_ulp_close(result.cpu(), reference(grad.cpu(), self.cpu(), target.cpu(), "mean"))
+
+
+@pytest.mark.npu
+def test_npu_backend_properties():
+    backend = backends.backend_for(torch.device("npu", 0))
+    assert backend.name == "npu" and backend.num_units > 0 and not backend.supports_fp64
+
+
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.float64], ids=str)
+def test_cpu_bfloat16_results_round_to_nearest_even(input_dtype):
+    # 2 * x for x between bfloat16 neighbours: exact ties (1 + 3 * 2**-8 lies halfway between
+    # 1 + 2**-7 and 1 + 2**-6) and values just past a midpoint. Truncation would differ.
+    x = torch.tensor([1 + 3 * 2**-8, 1 + 2**-8, 1 + 2**-8 + 2**-12, -(1 + 3 * 2**-8),
+                      3.3e38 / 2], dtype=input_dtype)
+    out = torch.empty(x.shape, dtype=torch.bfloat16)
+    mse_loss_backward(torch.tensor(1.0, dtype=input_dtype), x, torch.zeros_like(x), "none",
+                      out=out)
+    expected = (2 * x.double()).to(torch.bfloat16)
+    assert torch.equal(out.view(torch.int16), expected.view(torch.int16))

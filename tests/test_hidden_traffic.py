@@ -1,0 +1,62 @@
+"""No hidden traffic: with the kernel launch stubbed, the only ATen operator a call issues is
+the output's allocation (none when ``out`` is given), and exactly one kernel is launched."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mse_grad_triton import backends, mse_loss_backward
+
+
+class RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    recorded = []
+
+    def stub(self, grid):
+        return lambda *args, **kwargs: recorded.append((grid, args, kwargs))
+    monkeypatch.setattr(backends._InterpretedKernel, "__getitem__", stub)
+    return recorded
+
+
+CASES = {
+    "contiguous": lambda: (torch.ones(8, 9), torch.ones(8, 9), torch.ones(8, 9)),
+    "scalar_grad": lambda: (torch.tensor(1.0), torch.ones(8, 9), torch.ones(8, 9)),
+    "broadcast": lambda: (torch.ones(9), torch.ones(8, 9), torch.ones(8, 1)),
+    "expanded": lambda: (torch.ones(9).expand(8, 9), torch.ones(8, 9), torch.ones(8, 9)),
+    "strided": lambda: (torch.ones(8, 9), torch.ones(9, 8).t(), torch.ones(8, 20)[:, ::2][:, :9]),
+    "mixed_dtypes": lambda: (torch.ones(8, 9, dtype=torch.bfloat16),
+                             torch.ones(8, 9, dtype=torch.float16), torch.ones(8, 9)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_only_the_output_allocation(case, launches):
+    grad, self, target = CASES[case]()
+    with RecordOps() as recorder:
+        result = mse_loss_backward(grad, self, target, "mean")
+    assert recorder.ops == ["aten.empty.memory_format"]
+    assert len(launches) == 1
+    # The kernel receives the caller's tensors themselves, not copies.
+    pointers = launches[0][1][:4]
+    assert pointers[0] is grad and pointers[1] is self and pointers[2] is target
+    assert pointers[3] is result
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_no_op_at_all_with_out(case, launches):
+    grad, self, target = CASES[case]()
+    out = torch.empty(8, 9)
+    with RecordOps() as recorder:
+        mse_loss_backward(grad, self, target, "sum", out=out)
+    assert recorder.ops == []
+    assert len(launches) == 1 and launches[0][1][3] is out

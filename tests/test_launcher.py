@@ -1,0 +1,253 @@
+"""The launcher's semantics, run through Triton's interpreter on CPU tensors and compared with
+a float64 reference in ULPs of the result's dtype."""
+
+import pytest
+import torch
+
+from mse_grad_triton import configs, mse_loss_backward
+from mse_grad_triton.testing import REDUCTION_CODES, assert_ulp_close, make, reference
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+REDUCTIONS = ["none", "mean", "sum"]
+
+
+def _contiguous(dtype):
+    return make([37, 130], dtype, 1), make([37, 130], dtype, 2), make([37, 130], dtype, 3)
+
+
+def _scalar_grad(dtype):
+    return make([], dtype, 1), make([37, 130], dtype, 2), make([37, 130], dtype, 3)
+
+
+def _broadcast_target(dtype):  # target [N, 1] against self [N, D]
+    return make([37, 130], dtype, 1), make([37, 130], dtype, 2), make([37, 1], dtype, 3)
+
+
+def _broadcast_self(dtype):  # self smaller than the result: mean divides by self.numel()
+    return make([], dtype, 1), make([1, 130], dtype, 2), make([37, 130], dtype, 3)
+
+
+def _transposed_self(dtype):
+    return make([37, 130], dtype, 1), make([130, 37], dtype, 2).t(), make([37, 130], dtype, 3)
+
+
+def _sliced(dtype):
+    return (make([37, 130], dtype, 1), make([37, 200], dtype, 2)[:, 7:137],
+            make([74, 130], dtype, 3)[::2])
+
+
+def _channels_last(dtype):
+    self = make([2, 9, 6, 7], dtype, 2).to(memory_format=torch.channels_last)
+    return make([2, 9, 6, 7], dtype, 1), self, make([2, 9, 6, 7], dtype, 3)
+
+
+def _expanded_grad(dtype):  # stride-0 grad_output, as autograd's expand produces
+    return make([130], dtype, 1).expand(37, 130), make([37, 130], dtype, 2), make([130], dtype, 3)
+
+
+def _rank3_broadcast(dtype):
+    return make([5, 1, 1], dtype, 1), make([5, 1, 130], dtype, 2), make([1, 9, 130], dtype, 3)
+
+
+LAYOUTS = {f.__name__[1:]: f for f in (
+    _contiguous, _scalar_grad, _broadcast_target, _broadcast_self, _transposed_self, _sliced,
+    _channels_last, _expanded_grad, _rank3_broadcast)}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_matches_float64_reference(dtype, reduction, layout):
+    grad, self, target = LAYOUTS[layout](dtype)
+    result = mse_loss_backward(grad, self, target, reduction)
+    shape = torch.broadcast_shapes(grad.shape, self.shape, target.shape)
+    assert result.shape == shape and result.dtype == dtype and result.is_contiguous()
+    assert_ulp_close(result, reference(grad, self, target, reduction))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_int_and_str_reductions_agree(reduction):
+    grad, self, target = _broadcast_target(torch.float32)
+    by_name = mse_loss_backward(grad, self, target, reduction)
+    by_code = mse_loss_backward(grad, self, target, REDUCTION_CODES[reduction])
+    assert torch.equal(by_name, by_code)
+
+
+def test_reductions_differ_only_in_scale():
+    grad, self, target = _contiguous(torch.float32)
+    none = mse_loss_backward(grad, self, target, "none")
+    assert torch.equal(none, mse_loss_backward(grad, self, target, "sum"))
+    assert_ulp_close(mse_loss_backward(grad, self, target, "mean"),
+                     none.double() / self.numel())
+
+
+def test_mean_uses_numel_of_self_not_of_result():
+    grad, self, target = _broadcast_self(torch.float32)
+    result = mse_loss_backward(grad, self, target, "mean")
+    assert self.numel() == 130 and result.numel() == 37 * 130
+    expected = grad.double() * (self.double() - target.double()) * (2 / 130)
+    assert_ulp_close(result, expected)
+
+
+@pytest.mark.parametrize("grad_dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("self_dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("target_dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_mixed_input_dtypes_each_read_in_own_dtype(grad_dtype, self_dtype, target_dtype):
+    grad, self, target = make([9, 130], grad_dtype, 1), make([9, 130], self_dtype, 2), \
+        make([9, 130], target_dtype, 3)
+    result = mse_loss_backward(grad, self, target, "mean")
+    assert result.dtype == self_dtype
+    assert_ulp_close(result, reference(grad, self, target, "mean"))
+
+
+@pytest.mark.parametrize("out_dtype", DTYPES + [torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_out_dtype_rounded_once_from_fp32(dtype, out_dtype):
+    grad, self, target = _scalar_grad(dtype)
+    out = torch.empty(self.shape, dtype=out_dtype)
+    result = mse_loss_backward(grad, self, target, "mean", out=out)
+    assert result is out
+    # fp32 arithmetic, one rounding: within the ULP budget even of a float64 output's fp32
+    # part. A float64 out of low-precision inputs is held to fp32 accuracy.
+    max_ulp = 4 * 2**29 if out_dtype == torch.float64 else None
+    assert_ulp_close(out, reference(grad, self, target, "mean"), max_ulp=max_ulp)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_float64_is_computed_in_float64(reduction):
+    grad, self, target = (make(s, torch.float64, i) for i, s in
+                          enumerate([[37, 1], [37, 130], [130]]))
+    result = mse_loss_backward(grad, self, target, reduction)
+    assert result.dtype == torch.float64
+    assert_ulp_close(result, reference(grad, self, target, reduction))
+
+
+SHAPES = [(), (1,), (7,), (3, 5), (2, 3, 4), (2, 1, 3, 4), (2, 3, 1, 2, 3),
+          (2, 1, 2, 1, 2, 1, 3), (2,) * 8, (2, 1) * 5, (1, 2, 3) * 3 + (2,)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_any_rank(shape):
+    grad, self, target = (make(shape, torch.float32, i) for i in range(3))
+    result = mse_loss_backward(grad, self, target, "mean")
+    assert result.shape == shape
+    assert_ulp_close(result, reference(grad, self, target, "mean"))
+
+
+@pytest.mark.parametrize("which", ["grad_output", "self", "target"])
+def test_broadcast_in_each_input_beyond_eight_dims(which):
+    full = (2, 3, 2, 1, 3, 1, 2, 3, 2, 33)   # 10 dims
+    small = (2, 1, 2, 1, 1, 1, 2, 1, 2, 33)  # broadcasts in three places
+    shapes = {name: small if name == which else full
+              for name in ("grad_output", "self", "target")}
+    grad, self, target = (make(shapes[n], torch.float32, i)
+                          for i, n in enumerate(["grad_output", "self", "target"]))
+    result = mse_loss_backward(grad, self, target, "mean")
+    assert result.shape == full
+    assert_ulp_close(result, reference(grad, self, target, "mean"))
+
+
+def test_layout_beyond_kernel_rank_is_refused_before_anything_is_written():
+    # Broadcast in every other dimension: nothing coalesces, 10 dimensions remain.
+    self = make((2, 3) * 5, torch.float32, 1)
+    target = make((2, 1) * 5, torch.float32, 2)
+    out = torch.full(self.shape, 7.0)
+    with pytest.raises(ValueError, match="coalesced"):
+        mse_loss_backward(torch.tensor(1.0), self, target, "mean", out=out)
+    assert bool((out == 7.0).all())
+
+
+def test_many_tiles_rows_and_programs(monkeypatch):
+    # Small tiles: many tiles per row, tails in every row, every program loops several times.
+    monkeypatch.setitem(configs.DEFAULTS, "cpu", {
+        "config": configs.KernelConfig(block_size=16, programs_per_unit=3), "min_block_size": 16})
+    grad, self, target = make([5, 37], torch.float16, 1), make([37, 5], torch.float16, 2).t(), \
+        make([5, 1], torch.float16, 3)
+    assert_ulp_close(mse_loss_backward(grad, self, target, "none"),
+                     reference(grad, self, target, "none"))
+
+
+# --- out ---------------------------------------------------------------------------------
+
+def test_out_non_contiguous_written_through_its_strides():
+    grad, self, target = _broadcast_target(torch.float32)
+    storage = torch.full((130, 80), -1.0)
+    out = storage[:, 3:40].t()  # shape [37, 130], strides (1, 80)
+    result = mse_loss_backward(grad, self, target, "sum", out=out)
+    assert result is out
+    assert_ulp_close(out, reference(grad, self, target, "sum"))
+    untouched = torch.ones_like(storage, dtype=torch.bool)
+    untouched[:, 3:40] = False
+    assert bool((storage[untouched] == -1.0).all())
+
+
+@pytest.mark.parametrize("alias", ["self", "target", "grad_output"])
+def test_out_may_be_an_input(alias):
+    grad, self, target = _contiguous(torch.float32)
+    expected = reference(grad, self, target, "none")
+    inputs = {"grad_output": grad, "self": self, "target": target}
+    result = mse_loss_backward(grad, self, target, "none", out=inputs[alias])
+    assert result is inputs[alias]
+    assert_ulp_close(result, expected)
+
+
+# --- empty tensors, special values -------------------------------------------------------
+
+@pytest.mark.parametrize("shapes", [([0], [0], [0]), ([], [3, 0], [1]), ([4, 0, 2], [0, 1], [2])],
+                         ids=str)
+def test_empty_result_without_launch(shapes, monkeypatch):
+    from mse_grad_triton import backends
+    launches = []
+    monkeypatch.setattr(backends._InterpretedKernel, "__getitem__",
+                        lambda self, grid: launches.append(grid))
+    grad, self, target = (torch.ones(s) for s in shapes)
+    result = mse_loss_backward(grad, self, target, "mean")
+    assert result.shape == torch.broadcast_shapes(*shapes) and result.numel() == 0
+    assert launches == []
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nan_and_inf_propagate(dtype):
+    inf, nan = float("inf"), float("nan")
+    self = torch.tensor([inf, -inf, inf, nan, 1.0, 1.0, 0.0, 2.0, -0.0], dtype=dtype)
+    target = torch.tensor([1.0, 1.0, inf, 1.0, nan, -inf, 0.0, 2.0, 0.0], dtype=dtype)
+    grad = torch.tensor([1.0, 2.0, 1.0, 1.0, 1.0, 0.5, inf, 0.0, -1.0], dtype=dtype)
+    result = mse_loss_backward(grad, self, target, "none")
+    expected = reference(grad, self, target, "none")
+    assert torch.equal(torch.isnan(result), torch.isnan(expected))
+    assert_ulp_close(result, expected)
+
+
+def test_float16_results_overflow_to_signed_inf():
+    self = torch.tensor([60000.0, -60000.0, 60000.0], dtype=torch.float16)
+    target = torch.tensor([-60000.0, 60000.0, 59000.0], dtype=torch.float16)
+    grad = torch.tensor(1.0, dtype=torch.float16)
+    result = mse_loss_backward(grad, self, target, "none")
+    assert result[0].item() == float("inf") and result[1].item() == float("-inf")
+    assert_ulp_close(result, reference(grad, self, target, "none"))
+
+
+def test_float16_mean_over_2_pow_25_elements_does_not_underflow(monkeypatch):
+    # ATen computes 2/numel in float16, which underflows here; the fp32 scale does not.
+    monkeypatch.setitem(configs.DEFAULTS, "cpu", {
+        "config": configs.KernelConfig(block_size=1 << 16), "min_block_size": 1 << 16})
+    n = 1 << 25
+    self = make([n], torch.float16, 1, low=-1000, high=1000)
+    target = torch.zeros(1, dtype=torch.float16)
+    grad = torch.tensor(1000.0, dtype=torch.float16)
+    result = mse_loss_backward(grad, self, target, "mean")
+    assert bool((result != 0).sum() > n // 2)
+    assert_ulp_close(result, reference(grad, self, target, "mean"))
+
+
+# --- purity ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed_self", "expanded_grad"])
+def test_deterministic_and_inputs_unchanged(layout):
+    grad, self, target = LAYOUTS[layout](torch.bfloat16)
+    before = [t.clone() for t in (grad, self, target)]
+    first = mse_loss_backward(grad, self, target, "mean")
+    second = mse_loss_backward(grad, self, target, "mean")
+    assert torch.equal(first.view(torch.int16), second.view(torch.int16))
+    for tensor, copy in zip((grad, self, target), before):
+        assert torch.equal(tensor, copy)
