@@ -5,8 +5,9 @@ CUDA SM, CPU core) and each backend's own knobs. ``select_config`` is the one pl
 launcher asks; tuned tables plug in there.
 """
 
+import itertools
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import List, Sequence
 
 # Ascend A2/A3 unified buffer per vector core (REFERENCE.md section 3).
 UB_BYTES = 192 * 1024
@@ -78,3 +79,27 @@ def select_config(backend: str, input_itemsizes: Sequence[int], out_itemsize: in
     while block > defaults["min_block_size"] and num_rows * -(-row_length // block) < num_units:
         block //= 2
     return replace(config, block_size=block)
+
+
+# The search space the tuner explores and the Ascend lowering check compiles, per backend:
+# every combination of these values (on NPU, minus those over the UB budget).
+CANDIDATES = {
+    "npu": {"block_size": (1024, 2048, 4096, 8192, 16384), "programs_per_unit": (1, 2),
+            "multibuffer": (True, False)},
+    "cuda": {"block_size": (512, 1024, 2048, 4096, 8192), "programs_per_unit": (2, 4, 8),
+             "num_warps": (4, 8)},
+    "cpu": {"block_size": (256, 1024, 4096), "programs_per_unit": (1,)},
+}
+
+
+def candidate_configs(backend: str, input_itemsizes: Sequence[int],
+                      out_itemsize: int) -> List[KernelConfig]:
+    """Every configuration the tuner may try for these item sizes (UB-feasible on NPU)."""
+    space = CANDIDATES[backend]
+    names = list(space)
+    configs = [KernelConfig(**dict(zip(names, values)), source="candidate")
+               for values in itertools.product(*(space[n] for n in names))]
+    if backend == "npu":
+        configs = [c for c in configs if ub_footprint_bytes(
+            c.block_size, input_itemsizes, out_itemsize, c.multibuffer) <= UB_BYTES]
+    return configs

@@ -85,17 +85,22 @@ def mse_loss_backward(
 
 
 def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
-                out: torch.Tensor, reduction_code: int,
-                backend: backends.Backend) -> LaunchPlan:
-    """Layout, configuration, grid and kernel arguments for validated, non-empty operands."""
+                out: torch.Tensor, reduction_code: int, backend: backends.Backend,
+                config: Optional[configs.KernelConfig] = None) -> LaunchPlan:
+    """Layout, configuration, grid and kernel arguments for validated, non-empty operands.
+
+    ``config`` overrides ``select_config`` (the tuner and the Ascend check try candidates).
+    Only metadata is read, so meta tensors describe a launch as well as real ones.
+    """
     operands = (grad_output, self, target, out)
     shape = tuple(out.shape)
     rows = layout.coalesce(shape, [layout.broadcast_strides(tuple(t.shape), t.stride(), shape)
                                    for t in operands])
-    loaded = operands[1:3] if rows.scalar_grad else operands[:3]
-    config = configs.select_config(backend.name, [t.element_size() for t in loaded],
-                                   out.element_size(), rows.row_length, rows.num_rows,
-                                   backend.num_units)
+    if config is None:
+        loaded = operands[1:3] if rows.scalar_grad else operands[:3]
+        config = configs.select_config(backend.name, [t.element_size() for t in loaded],
+                                       out.element_size(), rows.row_length, rows.num_rows,
+                                       backend.num_units)
     block = config.block_size
     tiles_per_row = -(-rows.row_length // block)
     num_tiles = rows.num_rows * tiles_per_row

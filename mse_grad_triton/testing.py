@@ -57,8 +57,9 @@ def assert_ulp_close(result: torch.Tensor, expected: torch.Tensor, max_ulp=None)
     return worst
 
 
-def make(shape, dtype, seed, low=-4.0, high=4.0):
-    """Deterministic uniform values in [low, high), generated in float64 then cast."""
+def make(shape, dtype, seed, low=-4.0, high=4.0, device="cpu"):
+    """Deterministic uniform values in [low, high), generated in float64 on the CPU, then cast
+    and moved (contiguous) to ``device``."""
     generator = torch.Generator().manual_seed(seed)
     return (torch.rand(shape, generator=generator, dtype=torch.float64) * (high - low)
-            + low).to(dtype)
+            + low).to(device=device, dtype=dtype)

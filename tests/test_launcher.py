@@ -11,42 +11,56 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 REDUCTIONS = ["none", "mean", "sum"]
 
 
-def _contiguous(dtype):
-    return make([37, 130], dtype, 1), make([37, 130], dtype, 2), make([37, 130], dtype, 3)
+def _maker(dtype, device):
+    return lambda shape, seed: make(shape, dtype, seed, device=device)
 
 
-def _scalar_grad(dtype):
-    return make([], dtype, 1), make([37, 130], dtype, 2), make([37, 130], dtype, 3)
+# Input layouts: (dtype, device) -> (grad_output, self, target), built on the device itself so
+# that views keep their strides. Shared with tests/test_devices.py.
+def _contiguous(dtype, device="cpu"):
+    m = _maker(dtype, device)
+    return m([37, 130], 1), m([37, 130], 2), m([37, 130], 3)
 
 
-def _broadcast_target(dtype):  # target [N, 1] against self [N, D]
-    return make([37, 130], dtype, 1), make([37, 130], dtype, 2), make([37, 1], dtype, 3)
+def _scalar_grad(dtype, device="cpu"):
+    m = _maker(dtype, device)
+    return m([], 1), m([37, 130], 2), m([37, 130], 3)
 
 
-def _broadcast_self(dtype):  # self smaller than the result: mean divides by self.numel()
-    return make([], dtype, 1), make([1, 130], dtype, 2), make([37, 130], dtype, 3)
+def _broadcast_target(dtype, device="cpu"):  # target [N, 1] against self [N, D]
+    m = _maker(dtype, device)
+    return m([37, 130], 1), m([37, 130], 2), m([37, 1], 3)
 
 
-def _transposed_self(dtype):
-    return make([37, 130], dtype, 1), make([130, 37], dtype, 2).t(), make([37, 130], dtype, 3)
+def _broadcast_self(dtype, device="cpu"):  # self smaller than the result: mean / self.numel()
+    m = _maker(dtype, device)
+    return m([], 1), m([1, 130], 2), m([37, 130], 3)
 
 
-def _sliced(dtype):
-    return (make([37, 130], dtype, 1), make([37, 200], dtype, 2)[:, 7:137],
-            make([74, 130], dtype, 3)[::2])
+def _transposed_self(dtype, device="cpu"):
+    m = _maker(dtype, device)
+    return m([37, 130], 1), m([130, 37], 2).t(), m([37, 130], 3)
 
 
-def _channels_last(dtype):
-    self = make([2, 9, 6, 7], dtype, 2).to(memory_format=torch.channels_last)
-    return make([2, 9, 6, 7], dtype, 1), self, make([2, 9, 6, 7], dtype, 3)
+def _sliced(dtype, device="cpu"):
+    m = _maker(dtype, device)
+    return m([37, 130], 1), m([37, 200], 2)[:, 7:137], m([74, 130], 3)[::2]
 
 
-def _expanded_grad(dtype):  # stride-0 grad_output, as autograd's expand produces
-    return make([130], dtype, 1).expand(37, 130), make([37, 130], dtype, 2), make([130], dtype, 3)
+def _channels_last(dtype, device="cpu"):
+    m = _maker(dtype, device)
+    self = m([2, 9, 6, 7], 2).to(memory_format=torch.channels_last)
+    return m([2, 9, 6, 7], 1), self, m([2, 9, 6, 7], 3)
 
 
-def _rank3_broadcast(dtype):
-    return make([5, 1, 1], dtype, 1), make([5, 1, 130], dtype, 2), make([1, 9, 130], dtype, 3)
+def _expanded_grad(dtype, device="cpu"):  # stride-0 grad_output, as autograd's expand makes
+    m = _maker(dtype, device)
+    return m([130], 1).expand(37, 130), m([37, 130], 2), m([130], 3)
+
+
+def _rank3_broadcast(dtype, device="cpu"):
+    m = _maker(dtype, device)
+    return m([5, 1, 1], 1), m([5, 1, 130], 2), m([1, 9, 130], 3)
 
 
 LAYOUTS = {f.__name__[1:]: f for f in (

@@ -1,0 +1,454 @@
+"""Ascend lowering check: every kernel specialisation the launcher can pick, compiled for Atlas
+A2/A3 as far as a machine without an NPU can (TTIR, then triton-adapter-opt's Linalg/HIVM), and
+inspected.
+
+    python -m mse_grad_triton.ascend_check [--full] [--targets ...] [--jobs N] [--quiet]
+
+A specialisation is built exactly as triton-ascend's JIT would build it for a real call: the
+launcher plans the call (on meta tensors, so even > 2**31-element cases cost no memory) and
+Triton's own binder derives the signature and specialisation attributes. For each one the check
+reports and enforces:
+
+- it lowers (else the compiler's message);
+- how each global operand is accessed: ``B`` block transfer (``memref.reinterpret_cast`` +
+  ``memref.copy`` in, ``bufferization.materialize_in_destination`` out: DMA), ``S`` one scalar
+  load (a one-element grad_output), ``U`` unstructured (per-lane ``memref.load``/``store`` in a
+  constant-bound ``scf.for``: element-by-element scalar code);
+- the tile buffers it allocates (``memref.alloc``), checked against the UB formula's share for
+  the loaded inputs, and the formula's whole footprint (x2 with multibuffer) against the UB;
+- bytes moved per output element (block transfers per tile / tile elements) against the
+  minimum: each loaded input once, the output once.
+
+Exit status 1 if any specialisation fails to lower, is unstructured where it must be
+structured, overflows the UB, or moves more than the minimum.
+"""
+
+import argparse
+import concurrent.futures
+import contextlib
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import backends, configs, launcher
+from .kernels import MAX_OUTER_DIMS, mse_loss_backward_kernel
+
+# One A2 (910B) and one A3 (910_93) target by default; --targets all adds every 910B variant.
+DEFAULT_TARGETS = ("Ascend910B3", "Ascend910_93")
+ALL_TARGETS = ("Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910_93")
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+OPERANDS = ("grad_output", "self", "target", "out")
+VECTOR_CORES = 48  # grid size only; it does not change the compiled code
+
+Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _meta(shape, dtype, stride=None) -> torch.Tensor:
+    if stride is None:
+        return torch.empty(shape, dtype=dtype, device="meta")
+    return torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+
+
+def _alternating_broadcast(outer_dims: int) -> Callable[..., Tensors]:
+    """target broadcast in every other dimension: exactly ``outer_dims`` outer dims remain."""
+    shape = [3] * outer_dims + [64]
+    target_shape = [1 if (outer_dims - 1 - i) % 2 == 0 else 3 for i in range(outer_dims)] + [64]
+    return lambda g, x, y, o: (_meta([], g), _meta(shape, x), _meta(target_shape, y),
+                               _meta(shape, o))
+
+
+# name -> (operands builder from the four dtypes, must every access be a block transfer?)
+LAYOUTS: Dict[str, Tuple[Callable[..., Tensors], bool]] = {
+    "flat": (lambda g, x, y, o: (_meta([1000, 4096], g), _meta([1000, 4096], x),
+                                 _meta([1000, 4096], y), _meta([1000, 4096], o)), True),
+    "flat_scalar_grad": (lambda g, x, y, o: (_meta([], g), _meta([1000, 4096], x),
+                                             _meta([1000, 4096], y), _meta([1000, 4096], o)),
+                         True),
+    "flat_2^31+": (lambda g, x, y, o: (_meta([], g), _meta([2**31 + 64], x),
+                                       _meta([2**31 + 64], y), _meta([2**31 + 64], o)), True),
+    "broadcast_target": (lambda g, x, y, o: (_meta([1000, 4096], g), _meta([1000, 4096], x),
+                                             _meta([1000, 1], y), _meta([1000, 4096], o)), True),
+    "broadcast_self": (lambda g, x, y, o: (_meta([], g), _meta([1, 4096], x),
+                                           _meta([1000, 4096], y), _meta([1000, 4096], o)),
+                       True),
+    "expanded_grad": (lambda g, x, y, o: (_meta([4096], g, [1]).expand(1000, 4096),
+                                          _meta([1000, 4096], x), _meta([1000, 4096], y),
+                                          _meta([1000, 4096], o)), True),
+    "row_stride_2^31+": (lambda g, x, y, o: (_meta([], g), _meta([3, 4096], x, [2**31 + 64, 1]),
+                                             _meta([3, 4096], y), _meta([3, 4096], o)), True),
+    # Non-unit inner strides: reported, not required to be block transfers.
+    "transposed_self": (lambda g, x, y, o: (_meta([1000, 4096], g),
+                                            _meta([4096, 1000], x).t(),
+                                            _meta([1000, 4096], y), _meta([1000, 4096], o)),
+                        False),
+    "wide_lanes": (lambda g, x, y, o: (_meta([], g), _meta([4096, 3 << 20], x).t(),
+                                       _meta([3 << 20, 4096], y), _meta([3 << 20, 4096], o)),
+                   False),
+    **{f"outer_dims_{k}": (_alternating_broadcast(k), True)
+       for k in range(2, MAX_OUTER_DIMS + 1)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One specialisation: a layout, the four operands' dtypes, a configuration."""
+
+    layout: str
+    dtypes: Tuple[str, str, str, str]  # grad_output, self, target, out (keys of DTYPES)
+    block_size: int
+    multibuffer: bool
+
+
+@dataclasses.dataclass
+class Result:
+    case: Case
+    path: str = ""
+    lowered: bool = False
+    error: str = ""
+    access: Dict[str, str] = dataclasses.field(default_factory=dict)  # operand -> B/S/U/-
+    tile_bytes: int = 0       # memref.alloc bytes in the lowered kernel
+    formula_bytes: int = 0    # configs.ub_footprint_bytes, multibuffer included
+    moved_per_element: float = 0.0
+    minimum_per_element: int = 0
+    problems: List[str] = dataclasses.field(default_factory=list)
+
+
+def enumerate_cases(full: bool) -> List[Case]:
+    """The specialisations to check.
+
+    Default: every layout x the uniform dtypes x every candidate tile size (with and without
+    multibuffer where it fits), plus every dtype combination the API accepts on NPU
+    (3**4) for the flat, scalar-grad and broadcast layouts at the default tile size.
+    ``full``: every dtype combination for every layout and tile size.
+    """
+    names = list(DTYPES)
+    combos = [(g, x, y, o) for g in names for x in names for y in names for o in names]
+    uniform = [(d, d, d, d) for d in names]
+    cases = set()
+    for layout_name in LAYOUTS:
+        for dtypes in (combos if full else uniform):
+            for config in _configs_for(layout_name, dtypes):
+                cases.add(Case(layout_name, dtypes, config.block_size, config.multibuffer))
+    if not full:
+        for layout_name in ("flat", "flat_scalar_grad", "broadcast_target"):
+            for dtypes in combos:
+                block = _default_block(layout_name, dtypes)
+                cases.add(Case(layout_name, dtypes, block, True))
+    return sorted(cases, key=lambda c: (list(LAYOUTS).index(c.layout), c.dtypes, c.block_size,
+                                        c.multibuffer))
+
+
+def _itemsizes(layout_name: str, dtypes) -> Tuple[List[int], int]:
+    """Item sizes of the tensors loaded per tile, and of the output."""
+    sizes = [DTYPES[d].itemsize for d in dtypes]
+    tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
+    scalar_grad = tensors[0].numel() == 1
+    return (sizes[1:3] if scalar_grad else sizes[:3]), sizes[3]
+
+
+def _configs_for(layout_name: str, dtypes) -> List[configs.KernelConfig]:
+    inputs, out = _itemsizes(layout_name, dtypes)
+    unique = {(c.block_size, c.multibuffer): c
+              for c in configs.candidate_configs("npu", inputs, out)}
+    return list(unique.values())
+
+
+def _default_block(layout_name: str, dtypes) -> int:
+    inputs, out = _itemsizes(layout_name, dtypes)
+    return configs.largest_fitting_block(inputs, out, multibuffer=True)
+
+
+# --- building and lowering ---------------------------------------------------------------
+
+def _plan(case: Case):
+    tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
+    backend = backends.Backend("npu", VECTOR_CORES, mse_loss_backward_kernel, False,
+                               contextlib.nullcontext)
+    config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer)
+    return tensors, launcher.plan_launch(*tensors, 1, backend, config=config)
+
+
+def specialise(kernel, args: Sequence, constexprs: dict, target: str):
+    """The ``ASTSource`` triton-ascend's JIT would compile for ``kernel[grid](*args, ...)``."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.compiler.compiler import ASTSource
+
+    backend = make_backend(GPUTarget("npu", target, 0))
+    if kernel.binder is None:
+        kernel.create_binder(backend)
+    bound_args, sig_and_spec, *_ = kernel.binder(*args, **constexprs)
+    values = tuple(bound_args.values())
+    keys = [kernel.params[i].name for i in kernel.non_constexpr_indices]
+    signature = dict(zip(keys, sig_and_spec[:len(keys)]))
+    attrs = backend.get_attrs_descriptor(kernel.params, values)
+    constant_params = attrs.get_constants()
+    constants = {p.name: v for v, p in zip(values, kernel.params)
+                 if p.is_constexpr or p.num in constant_params or v is None}
+    return ASTSource(kernel, signature, constants, attrs), backend
+
+
+def to_ttir(source, backend) -> Tuple[str, object, dict]:
+    """Triton IR after triton-ascend's TTIR passes, with the options and metadata used."""
+    from triton._C.libtriton import ir
+    from triton.backends.ascend import compiler as ascend_compiler
+
+    options = backend.parse_options({})
+    context = ir.context()
+    ir.load_dialects(context)
+    backend.load_dialects(context)
+    module = source.make_ir(options, backend.get_codegen_implementation(),
+                            backend.get_module_map(), context)
+    metadata = {"hash": "ascend-check", "target": backend.target, **options.__dict__}
+    return ascend_compiler.make_ttir(module, metadata, options), options, metadata
+
+
+def to_linalg(ttir, options, metadata) -> str:
+    """triton-adapter-opt's lowering to Linalg/HIVM, as triton-ascend runs it."""
+    from triton.backends.ascend import compiler as ascend_compiler
+
+    return ascend_compiler.ttir_to_linalg(ttir, metadata, options, named_ops=True)
+
+
+# --- reading the lowered kernel ----------------------------------------------------------
+
+_ARG = re.compile(r"(%arg\d+): memref<\?x(\w+)>")
+_DEF = re.compile(r"^\s*(%[\w.]+)(?::\d+)? = ")
+_VALUE = re.compile(r"%[\w.]+")
+_CAST_SIZE = re.compile(r"memref\.reinterpret_cast (%arg\d+) to .*sizes: \[(\d+)\]")
+_ALLOC = re.compile(r"memref\.alloc\(\) : memref<(\d+)x(\w+)>")
+_LANE_LOOP = re.compile(r"scf\.for %\w+ = %c0\w* to %c\d+\w* step %c1\w* ")
+_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "i8": 1, "i16": 2, "i32": 4, "i64": 8}
+
+
+@dataclasses.dataclass
+class Accesses:
+    """What a lowered kernel does with each of its global pointer arguments."""
+
+    kinds: Dict[int, str]          # pointer index -> "B", "S", "U" or "-" (never touched)
+    block_bytes: Dict[int, int]    # pointer index -> bytes moved by block transfers per tile
+    tile_bytes: int                # bytes of the memref.alloc'd tile buffers
+
+
+def classify(linalg: str, num_pointers: int) -> Accesses:
+    """Classify how each of the last ``num_pointers`` pointer arguments is accessed.
+
+    The lowered function takes runtime arguments (``memref<?xi8>``) before the kernel's own
+    pointers, which follow in order. An element access (``memref.load``/``store``) inside a
+    constant-bound unit-step ``scf.for`` is a per-lane loop: unstructured; elsewhere it is a
+    scalar access.
+    """
+    lines = linalg.splitlines()
+    signature = next(line for line in lines if "func.func" in line)
+    pointers = _ARG.findall(signature)[-num_pointers:]
+    index_of = {name: i for i, (name, _) in enumerate(pointers)}
+    itemsize = [_BYTES[ty] for _, ty in pointers]
+
+    root: Dict[str, Tuple[int, int]] = {}  # memref value -> (pointer index, cast elements)
+    kinds: Dict[int, set] = {i: set() for i in range(num_pointers)}
+    block_bytes = {i: 0 for i in range(num_pointers)}
+    tile_bytes = 0
+    regions: List[bool] = []               # enclosing regions: is each a per-lane loop?
+    for line in lines:
+        defined = _DEF.match(line)
+        uses = [v for v in _VALUE.findall(line[defined.end():] if defined else line)]
+        if (cast := _CAST_SIZE.search(line)) and cast.group(1) in index_of:
+            root[defined.group(1)] = (index_of[cast.group(1)], int(cast.group(2)))
+        elif defined and "memref.subview" in line and uses and uses[0] in root:
+            root[defined.group(1)] = root[uses[0]]
+        elif alloc := _ALLOC.search(line):
+            tile_bytes += int(alloc.group(1)) * _BYTES[alloc.group(2)]
+        elif "memref.copy" in line and uses and uses[0] in root:
+            index, elements = root[uses[0]]
+            kinds[index].add("B")
+            block_bytes[index] += elements * itemsize[index]
+        elif "materialize_in_destination" in line and len(uses) > 1 and uses[1] in root:
+            index, elements = root[uses[1]]
+            kinds[index].add("B")
+            block_bytes[index] += elements * itemsize[index]
+        elif "memref.load" in line or "memref.store" in line:
+            for value in uses:
+                if value in root:
+                    kinds[root[value][0]].add("U" if any(regions) else "S")
+        if line.rstrip().endswith("{"):
+            regions.append(bool(_LANE_LOOP.search(line)))
+        elif line.lstrip().startswith("}") and regions:
+            regions.pop()
+    return Accesses({i: _kind(k) for i, k in kinds.items()}, block_bytes, tile_bytes)
+
+
+def _kind(kinds: set) -> str:
+    for kind in ("U", "S", "B"):  # the worst access wins
+        if kind in kinds:
+            return kind
+    return "-"
+
+
+# --- checking one specialisation ---------------------------------------------------------
+
+_LOWERED: Dict[str, Tuple[str, str]] = {}  # TTIR digest -> (linalg, error); per process
+
+
+def _cache_dir() -> Optional[Path]:
+    root = os.environ.get("MSE_GRAD_TRITON_CACHE", str(Path.home() / ".cache"))
+    return Path(root) / "mse-grad-triton" / "ascend-lowering" if root else None
+
+
+def _lower_cached(ttir_text: str, ttir, options, metadata) -> Tuple[str, str]:
+    """Linalg text (or the compiler's error) for a TTIR module, cached by the TTIR's digest:
+    in memory (the A2 and A3 targets give the same TTIR) and on disk across runs."""
+    import triton
+
+    digest = hashlib.sha256((triton.__version__ + ttir_text).encode()).hexdigest()
+    if digest in _LOWERED:
+        return _LOWERED[digest]
+    cache = _cache_dir()
+    path = cache / f"{digest}.json" if cache else None
+    if path is not None and path.exists():
+        _LOWERED[digest] = tuple(json.loads(path.read_text()))
+        return _LOWERED[digest]
+    try:
+        result = (to_linalg(ttir, options, metadata), "")
+    except subprocess.CalledProcessError as error:
+        message = (error.stderr or b"").decode(errors="replace").strip().splitlines()
+        result = ("", message[0] if message else str(error))
+    _LOWERED[digest] = result
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+    return result
+
+
+def check_case(case: Case, targets: Sequence[str]) -> Result:
+    """Build, lower (for every target) and inspect one specialisation."""
+    result = Result(case)
+    tensors, plan = _plan(case)
+    result.path = plan.path
+    must_be_block = LAYOUTS[case.layout][1]
+    loaded = [i for i in range(3) if not (i == 0 and plan.layout.scalar_grad)]
+    itemsizes = [t.element_size() for t in tensors]
+    for target in targets:
+        try:
+            source, backend = specialise(mse_loss_backward_kernel,
+                                         (*tensors, *plan.scalar_args), plan.constexprs, target)
+            ttir, options, metadata = to_ttir(source, backend)
+        except Exception as error:  # a front-end failure is a result, not a crash
+            result.error = f"{target}: {type(error).__name__}: {str(error).splitlines()[0]}"
+            result.problems.append("does not build Triton IR")
+            return result
+        linalg, error = _lower_cached(str(ttir), ttir, options, metadata)
+        if error:
+            result.error = f"{target}: {error}"
+            result.problems.append("does not lower to Linalg")
+            return result
+    result.lowered = True
+    accesses = classify(linalg, num_pointers=4)
+    result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
+    result.tile_bytes = accesses.tile_bytes
+    result.formula_bytes = configs.ub_footprint_bytes(
+        case.block_size, [itemsizes[i] for i in loaded], itemsizes[3], case.multibuffer)
+    result.moved_per_element = sum(accesses.block_bytes.values()) / case.block_size
+    result.minimum_per_element = sum(itemsizes[i] for i in loaded) + itemsizes[3]
+
+    for i, name in enumerate(OPERANDS):
+        expected = "S" if i == 0 and plan.layout.scalar_grad else "B"
+        kind = accesses.kinds[i]
+        if kind == "U" and (must_be_block or expected == "S"):
+            result.problems.append(f"unstructured access to {name}")
+        elif kind not in ("U", expected):
+            result.problems.append(f"{name} accessed as {kind}, expected {expected}")
+    if result.formula_bytes > configs.UB_BYTES:
+        result.problems.append(f"UB formula {result.formula_bytes} B > {configs.UB_BYTES} B")
+    input_share = case.block_size * sum(itemsizes[i] for i in loaded)
+    if accesses.kinds[1] == "B" and result.tile_bytes > input_share:
+        result.problems.append(f"tile buffers {result.tile_bytes} B exceed the UB formula's "
+                               f"input share {input_share} B")
+    if result.moved_per_element > result.minimum_per_element:
+        result.problems.append(f"moves {result.moved_per_element:g} B/element > minimum "
+                               f"{result.minimum_per_element}")
+    return result
+
+
+def run(cases: Sequence[Case], targets: Sequence[str], jobs: int,
+        progress: Callable[[int, int], None] = lambda done, total: None) -> List[Result]:
+    """Check ``cases`` on ``jobs`` worker processes (forked: the kernel needs no pickling)."""
+    if jobs <= 1:
+        results = []
+        for i, case in enumerate(cases):
+            results.append(check_case(case, targets))
+            progress(i + 1, len(cases))
+        return results
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = [pool.submit(check_case, case, targets) for case in cases]
+        for i, _ in enumerate(concurrent.futures.as_completed(futures)):
+            progress(i + 1, len(cases))
+        return [f.result() for f in futures]
+
+
+def format_table(results: Sequence[Result]) -> str:
+    header = (f"{'layout':<18} {'dtypes g/x/y/out':<17} {'block':>6} {'mb':>3} {'path':<16} "
+              f"{'access':<7} {'tiles KB':>8} {'UB KB':>6} {'B/elem':>6} {'min':>4}  verdict")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        c = r.case
+        access = "".join(r.access.get(name, "?") for name in OPERANDS) if r.lowered else "-"
+        verdict = "ok" if not r.problems else "FAIL: " + "; ".join(r.problems)
+        if r.error:
+            verdict += f" ({r.error[:160]})"
+        lines.append(
+            f"{c.layout:<18} {'/'.join(c.dtypes):<17} {c.block_size:>6} "
+            f"{'y' if c.multibuffer else 'n':>3} {r.path:<16} {access:<7} "
+            f"{r.tile_bytes / 1024:>8.1f} {r.formula_bytes / 1024:>6.1f} "
+            f"{r.moved_per_element:>6.3g} {r.minimum_per_element:>4}  {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true",
+                        help="every dtype combination for every layout and tile size")
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help=f"comma-separated, or 'all' ({', '.join(ALL_TARGETS)})")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--quiet", action="store_true", help="print failures and the summary")
+    args = parser.parse_args(argv)
+    targets = ALL_TARGETS if args.targets == "all" else tuple(args.targets.split(","))
+
+    cases = enumerate_cases(args.full)
+    started = time.time()
+
+    def progress(done, total):
+        if sys.stderr.isatty():
+            print(f"\r{done}/{total} specialisations", end="", file=sys.stderr, flush=True)
+
+    results = run(cases, targets, args.jobs, progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    shown = [r for r in results if r.problems] if args.quiet else results
+    print(f"Ascend lowering check: {len(cases)} specialisations x targets {', '.join(targets)} "
+          "(TTIR -> Linalg/HIVM with triton-adapter-opt; bishengir-compile, which needs CANN, "
+          "is not run)")
+    print("access per operand grad_output/self/target/out: B block transfer (DMA), "
+          "S scalar load, U unstructured (per-lane scalar code)")
+    if shown:
+        print(format_table(shown))
+    failed = sum(bool(r.problems) for r in results)
+    unstructured = sorted({r.case.layout for r in results if "U" in r.access.values()})
+    print(f"unstructured (allowed) in: {', '.join(unstructured) or 'none'}")
+    print(f"{len(results) - failed} passed, {failed} failed ({time.time() - started:.0f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
