@@ -7,7 +7,7 @@ Runs on Ascend NPUs (triton-ascend + torch_npu), on CUDA GPUs (upstream Triton) 
 tensors through Triton's interpreter.
 """
 
-from .launcher import mse_loss_backward
+from .launcher import explain, mse_loss_backward
 
-__all__ = ["mse_loss_backward"]
+__all__ = ["explain", "mse_loss_backward"]
 __version__ = "0.1.0"

@@ -81,6 +81,8 @@ LAYOUTS: Dict[str, Tuple[Callable[..., Tensors], bool]] = {
     "broadcast_self": (lambda g, x, y, o: (_meta([], g), _meta([1, 4096], x),
                                            _meta([1000, 4096], y), _meta([1000, 4096], o)),
                        True),
+    "short_rows": (lambda g, x, y, o: (_meta([], g), _meta([1000, 30], x),
+                                       _meta([1000, 1], y), _meta([1000, 30], o)), True),
     "expanded_grad": (lambda g, x, y, o: (_meta([4096], g, [1]).expand(1000, 4096),
                                           _meta([1000, 4096], x), _meta([1000, 4096], y),
                                           _meta([1000, 4096], o)), True),
@@ -113,6 +115,7 @@ class Case:
 class Result:
     case: Case
     path: str = ""
+    block_size: int = 0       # compiled tile size: the case's, or less for short rows
     lowered: bool = False
     error: str = ""
     access: Dict[str, str] = dataclasses.field(default_factory=dict)  # operand -> B/S/U/-
@@ -172,8 +175,8 @@ def _default_block(layout_name: str, dtypes) -> int:
 
 def _plan(case: Case):
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
-    backend = backends.Backend("npu", VECTOR_CORES, mse_loss_backward_kernel, False,
-                               contextlib.nullcontext)
+    backend = backends.Backend("npu", "Ascend910B3", VECTOR_CORES, mse_loss_backward_kernel,
+                               False, contextlib.nullcontext)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer)
     return tensors, launcher.plan_launch(*tensors, 1, backend, config=config)
 
@@ -352,12 +355,13 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
             result.problems.append("does not lower to Linalg")
             return result
     result.lowered = True
+    block = result.block_size = plan.config.block_size
     accesses = classify(linalg, num_pointers=4)
     result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
     result.tile_bytes = accesses.tile_bytes
     result.formula_bytes = configs.ub_footprint_bytes(
-        case.block_size, [itemsizes[i] for i in loaded], itemsizes[3], case.multibuffer)
-    result.moved_per_element = sum(accesses.block_bytes.values()) / case.block_size
+        block, [itemsizes[i] for i in loaded], itemsizes[3], case.multibuffer)
+    result.moved_per_element = sum(accesses.block_bytes.values()) / block
     result.minimum_per_element = sum(itemsizes[i] for i in loaded) + itemsizes[3]
 
     for i, name in enumerate(OPERANDS):
@@ -369,7 +373,7 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
             result.problems.append(f"{name} accessed as {kind}, expected {expected}")
     if result.formula_bytes > configs.UB_BYTES:
         result.problems.append(f"UB formula {result.formula_bytes} B > {configs.UB_BYTES} B")
-    input_share = case.block_size * sum(itemsizes[i] for i in loaded)
+    input_share = block * sum(itemsizes[i] for i in loaded)
     if accesses.kinds[1] == "B" and result.tile_bytes > input_share:
         result.problems.append(f"tile buffers {result.tile_bytes} B exceed the UB formula's "
                                f"input share {input_share} B")
@@ -407,7 +411,7 @@ def format_table(results: Sequence[Result]) -> str:
         if r.error:
             verdict += f" ({r.error[:160]})"
         lines.append(
-            f"{c.layout:<18} {'/'.join(c.dtypes):<17} {c.block_size:>6} "
+            f"{c.layout:<18} {'/'.join(c.dtypes):<17} {r.block_size or c.block_size:>6} "
             f"{'y' if c.multibuffer else 'n':>3} {r.path:<16} {access:<7} "
             f"{r.tile_bytes / 1024:>8.1f} {r.formula_bytes / 1024:>6.1f} "
             f"{r.moved_per_element:>6.3g} {r.minimum_per_element:>4}  {verdict}")

@@ -12,8 +12,10 @@ driver for device properties.
 import contextlib
 import inspect
 import os
+import re
 import threading
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Dict
 
@@ -36,6 +38,7 @@ class Backend:
     """How to launch the kernel on one device."""
 
     name: str                 # "npu", "cuda" or "cpu"
+    device_name: str          # normalised, names tuned tables: Ascend910B3, NVIDIA_H100_80GB_HBM3
     num_units: int            # NPU vector cores, CUDA SMs, CPU cores
     kernel: object            # launchable as ``kernel[grid](...)``
     supports_fp64: bool
@@ -64,20 +67,27 @@ def backend_for(device: torch.device) -> Backend:
     return backend
 
 
+def normalise_device_name(name: str) -> str:
+    """A device name fit for a file name: 'NVIDIA H100 80GB HBM3' -> 'NVIDIA_H100_80GB_HBM3'."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "unknown"
+
+
 def _make_backend(device: torch.device) -> Backend:
     if device.type == "npu":
         import torch_npu  # noqa: F401  (registers torch.npu; present whenever NPU tensors are)
 
         properties = triton.runtime.driver.active.utils.get_device_properties(device.index)
-        return Backend("npu", properties["num_vectorcore"], mse_loss_backward_kernel, False,
+        return Backend("npu", normalise_device_name(torch.npu.get_device_name(device.index)),
+                       properties["num_vectorcore"], mse_loss_backward_kernel, False,
                        lambda: torch.npu.device(device))
     if device.type == "cuda":
-        units = torch.cuda.get_device_properties(device).multi_processor_count
-        return Backend("cuda", units, mse_loss_backward_kernel, True,
+        properties = torch.cuda.get_device_properties(device)
+        return Backend("cuda", normalise_device_name(properties.name),
+                       properties.multi_processor_count, mse_loss_backward_kernel, True,
                        lambda: torch.cuda.device(device))
     if device.type == "cpu":
-        return Backend("cpu", os.cpu_count() or 1, _InterpretedKernel(mse_loss_backward_kernel),
-                       True, contextlib.nullcontext)
+        return Backend("cpu", "cpu", os.cpu_count() or 1,
+                       _InterpretedKernel(mse_loss_backward_kernel), True, contextlib.nullcontext)
     raise ValueError(f"tensors on {device.type} devices are not supported "
                      "(supported: npu, cuda, cpu)")
 
@@ -119,7 +129,12 @@ class _InterpretedKernel:
                 saved = [dict(vars(namespace)) for namespace in self._patched]
                 interpreter_builder.cast_impl = _cast_bfloat16_like_hardware
                 try:
-                    self._interpreted[grid](*args, **kwargs)
+                    with warnings.catch_warnings():
+                        # numpy inside the interpreter: its own deprecations, and IEEE
+                        # "invalid value" notes when a result is legitimately NaN.
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        self._interpreted[grid](*args, **kwargs)
                 finally:
                     del interpreter_builder.cast_impl
                     for namespace, before in zip(self._patched, saved):

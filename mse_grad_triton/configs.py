@@ -7,7 +7,7 @@ launcher asks; tuned tables plug in there.
 
 import itertools
 from dataclasses import dataclass, replace
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 # Ascend A2/A3 unified buffer per vector core (REFERENCE.md section 3).
 UB_BYTES = 192 * 1024
@@ -65,13 +65,17 @@ def largest_fitting_block(input_itemsizes: Sequence[int], out_itemsize: int,
 
 
 def select_config(backend: str, input_itemsizes: Sequence[int], out_itemsize: int,
-                  row_length: int, num_rows: int, num_units: int) -> KernelConfig:
+                  row_length: int, num_rows: int, num_units: int,
+                  tuned: Optional[KernelConfig] = None) -> KernelConfig:
     """The configuration for one call.
 
     ``backend`` is ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` the item sizes of the
-    tensors loaded per tile. The default tile shrinks (down to a minimum) until there are at
-    least as many tiles as parallel units, so small tensors still spread over the device.
+    tensors loaded per tile. A ``tuned`` config (from the device's tuned table) wins. Otherwise
+    the default tile shrinks (down to a minimum) until there are at least as many tiles as
+    parallel units, so small tensors still spread over the device.
     """
+    if tuned is not None:
+        return tuned
     defaults = DEFAULTS[backend]
     config = defaults["config"]
     block = config.block_size or largest_fitting_block(input_itemsizes, out_itemsize,

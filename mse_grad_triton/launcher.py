@@ -1,27 +1,30 @@
 """The launcher: ``aclnnMseLossBackward``'s semantics on top of the one Triton kernel.
 
-Data path of a call: check the arguments -> broadcast shape -> allocate the output (the only
-tensor operation) -> describe the four operands as coalesced rows (``layout``) -> pick a
-configuration (``configs``) -> one kernel launch. Inputs are read in place through their
+Data path of a call: check the arguments -> broadcast shape -> choose the backend (the kernel,
+or the native op below a tuned crossover) -> allocate the output (the only tensor operation)
+-> describe the four operands as coalesced rows (``layout``) -> pick a configuration (tuned
+table or default, ``configs``) -> one kernel launch. Inputs are read in place through their
 strides: no copies, no casts, no host synchronisation.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple, Union
 
 import torch
 
-from . import backends, configs, layout, validation
+from . import backends, configs, layout, tables, validation
 from .kernels import MAX_OUTER_DIMS
+from .layout import Layout
 
 _INT32_LIMIT = 2**31
+BACKENDS = ("auto", "triton", "native")
 
 
 @dataclass(frozen=True)
 class LaunchPlan:
     """Everything a launch needs besides the tensors: arguments, constexprs and grid."""
 
-    layout: layout.Layout
+    layout: Layout
     config: configs.KernelConfig
     num_programs: int
     scalar_args: Tuple         # the kernel's arguments after the four pointers, in order
@@ -32,12 +35,39 @@ class LaunchPlan:
         return self.layout.path
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """What ``mse_loss_backward`` would do with these arguments (see ``explain``)."""
+
+    backend: str                            # "triton" or "native"
+    reason: str                             # why that backend
+    device: str                             # normalised device name (names tuned tables)
+    shape: Tuple[int, ...]                  # the result's (broadcast) shape
+    path: Optional[str] = None              # flat, flat_scalar_grad or strided
+    layout: Optional[Layout] = None         # coalesced rows and per-operand strides
+    config: Optional[configs.KernelConfig] = None
+    config_source: Optional[str] = None     # "default", or the tuned table file and entry
+    grid: Optional[Tuple[int]] = None
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A validated call: reduction code, result shape, device backend, and the decision."""
+
+    reduction: int
+    shape: Tuple[int, ...]
+    device: backends.Backend
+    native: bool
+    reason: str
+
+
 def mse_loss_backward(
     grad_output: torch.Tensor,
     self: torch.Tensor,
     target: torch.Tensor,
     reduction: Union[int, str] = "mean",
     out: Optional[torch.Tensor] = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Gradient of ``mse_loss(self, target, reduction)`` with respect to ``self``.
 
@@ -53,6 +83,10 @@ def mse_loss_backward(
         reduction: ``0``/``"none"``, ``1``/``"mean"`` or ``2``/``"sum"``.
         out: optional result tensor of the broadcast shape, any supported float dtype, any
             strides; may be ``self`` itself. Written in place and returned.
+        backend: ``"triton"`` always runs this kernel; ``"native"`` runs the native op
+            (aclnnMseLossBackward on NPU, ATen elsewhere) after the same checks; ``"auto"``
+            runs the native op only below the size a tuned table for this device and dtype
+            records as faster end to end, this kernel otherwise.
 
     Returns:
         ``out``, or a new contiguous tensor of the broadcast shape with ``self``'s dtype.
@@ -62,26 +96,80 @@ def mse_loss_backward(
     Raises:
         TypeError, ValueError: naming the offending argument, before anything is written.
     """
-    code = validation.reduction_code(reduction)
-    inputs = {"grad_output": grad_output, "self": self, "target": target}
-    validation.check_inputs(inputs, out)
-    shape = layout.broadcast_shapes([t.shape for t in inputs.values()], list(inputs))
-    backend = backends.backend_for(self.device)
-    validation.check_fp64_support(inputs, out, backend.name, backend.supports_fp64)
+    call = _validate(grad_output, self, target, reduction, out, backend)
+    if call.native:
+        if out is None:
+            return torch.ops.aten.mse_loss_backward(grad_output, self, target, call.reduction)
+        return torch.ops.aten.mse_loss_backward.grad_input(grad_output, self, target,
+                                                           call.reduction, grad_input=out)
     if out is None:
-        out = torch.empty(shape, dtype=self.dtype, device=self.device)
-    else:
-        validation.check_out(out, shape, inputs)
+        out = torch.empty(call.shape, dtype=self.dtype, device=self.device)
     if out.numel() == 0:
         return out
+    launch(grad_output, self, target, out, call.reduction, call.device)
+    return out
 
-    plan = plan_launch(grad_output, self, target, out, code, backend)
+
+def launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
+           out: torch.Tensor, reduction_code: int, backend: backends.Backend,
+           config: Optional[configs.KernelConfig] = None) -> LaunchPlan:
+    """Plan and launch the kernel on validated, non-empty operands (``config`` as in
+    ``plan_launch``); returns the plan."""
+    plan = plan_launch(grad_output, self, target, out, reduction_code, backend, config)
     with backend.device_guard():
         backend.kernel[(plan.num_programs,)](
             grad_output, self, target, out, *plan.scalar_args,
             **plan.constexprs, **backend.launch_options(plan.config),
         )
-    return out
+    return plan
+
+
+def explain(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
+            reduction: Union[int, str] = "mean", out: Optional[torch.Tensor] = None,
+            backend: str = "auto") -> Explanation:
+    """What ``mse_loss_backward`` would do with these arguments, without running anything:
+    backend and why, launch path, coalesced layout, configuration and where it came from, grid.
+    Raises what the call would raise."""
+    call = _validate(grad_output, self, target, reduction, out, backend)
+    summary = dict(backend="native" if call.native else "triton", reason=call.reason,
+                   device=call.device.device_name, shape=call.shape)
+    if call.native or 0 in call.shape:
+        return Explanation(**summary)
+    if out is None:  # plan on a stand-in: same shape, dtype and (contiguous) strides
+        out = torch.empty(call.shape, dtype=self.dtype, device="meta")
+    plan = plan_launch(grad_output, self, target, out, call.reduction, call.device)
+    return Explanation(**summary, path=plan.path, layout=plan.layout, config=plan.config,
+                       config_source=plan.config.source, grid=(plan.num_programs,))
+
+
+def _validate(grad_output, self, target, reduction, out, backend) -> _Call:
+    """All argument checks, then the backend decision; raises before anything runs."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; "
+                         f"got {backend!r}")
+    code = validation.reduction_code(reduction)
+    inputs = {"grad_output": grad_output, "self": self, "target": target}
+    validation.check_inputs(inputs, out)
+    shape = layout.broadcast_shapes([t.shape for t in inputs.values()], list(inputs))
+    device = backends.backend_for(self.device)
+    if backend != "native":
+        validation.check_fp64_support(inputs, out, device.name, device.supports_fp64)
+    if out is not None:
+        validation.check_out(out, shape, inputs)
+    if backend != "auto":
+        return _Call(code, shape, device, backend == "native", f"backend={backend!r}")
+    table = tables.table_for(device.device_name)
+    dtype = str(self.dtype).replace("torch.", "")
+    threshold = table.native_below.get(dtype, 0) if table else 0
+    numel = 1
+    for size in shape:
+        numel *= size
+    if numel < threshold:
+        return _Call(code, shape, device, True, f"{numel} elements < {threshold}, below which "
+                     f"the native op is faster end to end ({table.file})")
+    reason = (f"{numel} elements >= the native op's crossover {threshold} ({table.file})"
+              if threshold else "no tuned crossover for this device and dtype")
+    return _Call(code, shape, device, False, reason)
 
 
 def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
@@ -89,18 +177,24 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
                 config: Optional[configs.KernelConfig] = None) -> LaunchPlan:
     """Layout, configuration, grid and kernel arguments for validated, non-empty operands.
 
-    ``config`` overrides ``select_config`` (the tuner and the Ascend check try candidates).
-    Only metadata is read, so meta tensors describe a launch as well as real ones.
+    ``config`` overrides the tuned table and the defaults (the tuner and the Ascend check try
+    candidates). Only metadata is read, so meta tensors describe a launch as well as real ones.
     """
     operands = (grad_output, self, target, out)
     shape = tuple(out.shape)
     rows = layout.coalesce(shape, [layout.broadcast_strides(tuple(t.shape), t.stride(), shape)
                                    for t in operands])
     if config is None:
+        table = tables.table_for(backend.device_name)
+        tuned = table.config_for(str(self.dtype).replace("torch.", ""), rows.path,
+                                 out.numel()) if table else None
         loaded = operands[1:3] if rows.scalar_grad else operands[:3]
         config = configs.select_config(backend.name, [t.element_size() for t in loaded],
                                        out.element_size(), rows.row_length, rows.num_rows,
-                                       backend.num_units)
+                                       backend.num_units, tuned)
+    # A tile never spans more than one row: short rows get a smaller (power-of-two) tile.
+    if rows.row_length < config.block_size:
+        config = replace(config, block_size=1 << (rows.row_length - 1).bit_length())
     block = config.block_size
     tiles_per_row = -(-rows.row_length // block)
     num_tiles = rows.num_rows * tiles_per_row

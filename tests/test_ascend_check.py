@@ -76,7 +76,7 @@ def test_launcher_specialisations_are_block_transfers(case, access):
     # The IR's tile buffers are exactly the UB formula's input share: one per loaded input.
     loaded_bytes = sum(ascend_check.DTYPES[d].itemsize
                        for d in case.dtypes[(access[0] == "S"):3])
-    assert result.tile_bytes == case.block_size * loaded_bytes
+    assert result.tile_bytes == result.block_size * loaded_bytes
 
 
 def test_over_budget_config_fails():

@@ -265,3 +265,11 @@ def test_deterministic_and_inputs_unchanged(layout):
     assert torch.equal(first.view(torch.int16), second.view(torch.int16))
     for tensor, copy in zip((grad, self, target), before):
         assert torch.equal(tensor, copy)
+
+
+def test_short_rows_get_a_tile_no_longer_than_the_row():
+    from mse_grad_triton import explain
+    grad, self, target = torch.tensor(1.0), make([100, 30], torch.float32, 1), \
+        make([100, 1], torch.float32, 2)
+    assert explain(grad, self, target).config.block_size == 32
+    assert_ulp_close(mse_loss_backward(grad, self, target), reference(grad, self, target, "mean"))

@@ -1,0 +1,83 @@
+"""Timers shared by the tuner and the benchmark.
+
+- device time: the device's own clock (NPU or CUDA events) around one call, the cache flushed
+  before each run, warm-up runs discarded, median kept;
+- host (end-to-end) time: a synchronised wall clock over many back-to-back calls, which is what
+  a training step pays for a small tensor (host launch overhead dominates on Ascend);
+- on the CPU both are wall clocks, and interpreter timings say nothing about kernel speed.
+"""
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+Timer = Callable[[Callable[[], object]], float]  # fn -> median seconds per call
+
+_FLUSH_BYTES = 256 << 20  # larger than the L2 of an Ascend 910B (192 MB) or an H100 (50 MB)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (no-op on the CPU)."""
+    if device.type in ("cuda", "npu"):
+        getattr(torch, device.type).synchronize(device)
+
+
+def device_timer(device: torch.device, warmup: int = 5, repeat: int = 25) -> Timer:
+    """Median device time per call: NPU/CUDA events around each call after a cache flush;
+    wall clock on the CPU."""
+    if device.type not in ("cuda", "npu"):
+        return lambda fn: wall_time(fn, device, warmup=1, repeat=max(3, repeat // 5))
+    module = getattr(torch, device.type)
+    flush = torch.empty(_FLUSH_BYTES, dtype=torch.uint8, device=device)
+
+    def measure(fn):
+        for _ in range(warmup):
+            fn()
+        samples = []
+        for _ in range(repeat):
+            flush.zero_()
+            start = module.Event(enable_timing=True)
+            end = module.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(samples)
+
+    return measure
+
+
+def wall_time(fn: Callable[[], object], device: torch.device, warmup: int = 1,
+              repeat: int = 5) -> float:
+    """Median synchronised wall-clock seconds of one call."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def host_timer(device: torch.device, calls: int = 100, repeat: int = 3) -> Timer:
+    """Median end-to-end seconds per call over ``calls`` back-to-back calls, synchronised once
+    at the end: host overhead and device time together, as a training step sees them."""
+    def measure(fn):
+        fn()
+        samples = []
+        for _ in range(repeat):
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            synchronize(device)
+            samples.append((time.perf_counter() - start) / calls)
+        return statistics.median(samples)
+
+    return measure

@@ -1,0 +1,273 @@
+"""Tune the kernel on the device present and write ``<output>/<device>.json``.
+
+    python -m mse_grad_triton.tune [--dtypes float16,...] [--paths flat,...] [--sizes 2^16,...]
+                                   [--output DIR] [--quick] [--timer auto|events|wall]
+    (also installed as the ``mse-grad-triton-tune`` command)
+
+For every dtype x launch path x size bucket it runs every candidate configuration
+(``configs.candidate_configs``: UB-feasible on NPU), checks each one's result against the
+float64 reference (a wrong or failing candidate is recorded and never wins), times the rest on
+the device's clock (median, warm-up excluded), and keeps the fastest. It also times the native
+op (aclnnMseLossBackward through torch_npu; ATen on CUDA) on the device and end to end, and
+records per dtype the size below which the native op is faster end to end: ``backend="auto"``
+uses the native op below it.
+
+Point the launcher at the result with ``MSE_GRAD_TRITON_TUNE_DIR=<output>``, or ship it in
+``tune_configs/``. On the CPU the interpreter is timed: that exercises the machinery only.
+"""
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from . import backends, configs, launcher, tables
+from .testing import MAX_ULP, make, reference, ulp_distance
+from .timing import Timer, device_timer, host_timer, wall_time
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ROW_LENGTH = 1024  # the strided case: self [N / 1024, 1024] against target [N / 1024, 1]
+DEFAULT_SIZES = {"device": [2**k for k in range(12, 27, 2)], "cpu": [2**10, 2**12]}
+QUICK_SIZES = {"device": [2**16, 2**20, 2**24], "cpu": [2**10]}
+
+
+def make_inputs(path: str, dtype: torch.dtype, numel: int, device: torch.device):
+    """Representative operands for a launch path, as autograd passes them (0-d grad_output
+    for the scalar-grad and strided paths)."""
+    rows = max(1, numel // ROW_LENGTH)
+    if path == "flat":
+        shapes = ([numel], [numel], [numel])
+    elif path == "flat_scalar_grad":
+        shapes = ([], [numel], [numel])
+    elif path == "strided":
+        shapes = ([], [rows, ROW_LENGTH], [rows, 1])
+    else:
+        raise ValueError(f"unknown path {path!r}; choose from {', '.join(tables.PATHS)}")
+    return tuple(make(shape, dtype, seed, device=device) for seed, shape in enumerate(shapes))
+
+
+def bytes_moved(grad, self, target, out) -> int:
+    """Minimum traffic: every input read once (a one-element grad_output: once), out written."""
+    return sum(t.numel() * t.element_size() for t in (grad, self, target, out))
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled = total, 0, enabled
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.enabled:
+            filled = 30 * self.done // max(self.total, 1)
+            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {label:<60}",
+                  end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
+
+
+def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
+         sizes: Sequence[int], timer: Optional[Timer] = None,
+         end_to_end: Optional[Timer] = None, show_progress: bool = True) -> dict:
+    """Measure every candidate; return the table (see module docstring) as a dict."""
+    backend = backends.backend_for(device)
+    timer = timer or device_timer(device)
+    end_to_end = end_to_end or host_timer(device)
+    work = [(d, p, n) for d in dtypes for p in paths for n in sizes]
+    size = {d: DTYPES[d].itemsize for d in dtypes}
+    total = sum(len(configs.candidate_configs(backend.name, [size[d]] * (3 if p == "flat" else 2),
+                                              size[d])) + 3 for d, p, _ in work)
+    progress = Progress(total, show_progress)
+    tables.ignore(backend.device_name)  # "default" means the built-in default while tuning
+    entries = []
+    for dtype_name, path, numel in work:
+        entries.append(_tune_one(backend, device, dtype_name, path, numel, timer, end_to_end,
+                                 progress))
+    progress.close()
+    return {
+        "format": tables.FORMAT,
+        "device": backend.device_name,
+        "provenance": _provenance(device, backend, timer),
+        "native_below": _native_below(entries),
+        "entries": entries,
+    }
+
+
+def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progress) -> dict:
+    dtype = DTYPES[dtype_name]
+    grad, self, target = make_inputs(path, dtype, numel, device)
+    out = torch.empty(torch.broadcast_shapes(grad.shape, self.shape, target.shape), dtype=dtype,
+                      device=device)
+    expected = reference(grad.cpu(), self.cpu(), target.cpu(), "mean")
+    loaded = [t.element_size() for t in ((self, target) if grad.numel() == 1
+                                         else (grad, self, target))]
+    default = launcher.plan_launch(grad, self, target, out, 1, backend).config
+    # As launched: a tile wider than the row is cut to the row, so some candidates coincide.
+    candidates = [default]
+    for config in configs.candidate_configs(backend.name, loaded, out.element_size()):
+        effective = launcher.plan_launch(grad, self, target, out, 1, backend, config).config
+        if all(_fields(effective) != _fields(c) for c in candidates):
+            candidates.append(effective)
+    label = f"{dtype_name} {path} {numel}"
+
+    def run(config):
+        return lambda: launcher.launch(grad, self, target, out, 1, backend, config)
+
+    measured: List[dict] = []
+    for config in candidates:
+        progress.step(f"{label} block={config.block_size}")
+        record = {"config": _fields(config), "default": config is default}
+        try:
+            out.fill_(float("nan"))
+            run(config)()
+            worst = ulp_distance(out.cpu(), expected).max().item()
+            if worst > MAX_ULP[dtype]:
+                record["failed"] = f"wrong result: {worst:.3g} ULP"
+            else:
+                record["seconds"] = timer(run(config))
+        except Exception as error:  # a candidate that fails to compile or run is skipped
+            record["failed"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        measured.append(record)
+    passed = [r for r in measured if "seconds" in r]
+    if not passed:
+        raise RuntimeError(f"no candidate configuration works for {label}: "
+                           f"{[r['failed'] for r in measured]}")
+    best = min(passed, key=lambda r: r["seconds"])
+    best_config = next(c for c, r in zip(candidates, measured) if r is best)
+
+    def native():
+        return torch.ops.aten.mse_loss_backward(grad, self, target, 1)
+
+    progress.step(f"{label} native")
+    native_seconds = timer(native)
+    progress.step(f"{label} end to end")
+    kernel_e2e = end_to_end(run(best_config))
+    native_e2e = end_to_end(native)
+    default_seconds = next((r.get("seconds") for r in measured if r["default"]), None)
+    traffic = bytes_moved(grad, self, target, out)
+    return {
+        "dtype": dtype_name, "path": path, "numel": numel,
+        "config": best["config"],
+        "seconds": best["seconds"],
+        "gbps": traffic / best["seconds"] / 1e9,
+        "default_seconds": default_seconds,
+        "native_seconds": native_seconds,
+        "end_to_end_seconds": kernel_e2e,
+        "native_end_to_end_seconds": native_e2e,
+        "candidates": [r for r in measured if not r["default"]],
+    }
+
+
+def _fields(config: configs.KernelConfig) -> Dict[str, object]:
+    return {"block_size": config.block_size, "programs_per_unit": config.programs_per_unit,
+            "num_warps": config.num_warps, "multibuffer": config.multibuffer}
+
+
+def _native_below(entries: Sequence[dict]) -> Dict[str, int]:
+    """Per dtype: the smallest measured size from which the kernel is at least as fast as the
+    native op end to end at every larger measured size, on every path (0: always the kernel;
+    past the largest size: the native op at every measured size)."""
+    result = {}
+    for dtype in sorted({e["dtype"] for e in entries}):
+        mine = [e for e in entries if e["dtype"] == dtype]
+        sizes = sorted({e["numel"] for e in mine})
+        threshold = sizes[-1] + 1
+        for size in reversed(sizes):
+            if all(e["end_to_end_seconds"] <= e["native_end_to_end_seconds"]
+                   for e in mine if e["numel"] >= size):
+                threshold = size
+            else:
+                break
+        result[dtype] = 0 if threshold == sizes[0] else threshold
+    return result
+
+
+def _provenance(device: torch.device, backend, timer) -> dict:
+    import triton
+
+    versions = {"torch": torch.__version__, "triton": triton.__version__,
+                "python": platform.python_version()}
+    if device.type == "npu":
+        import torch_npu
+        versions["torch_npu"] = torch_npu.__version__
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "backend": backend.name, "parallel_units": backend.num_units,
+            "timer": "device events" if device.type != "cpu" else "wall clock (interpreter)",
+            "host": platform.node(), **versions}
+
+
+def write_table(table: dict, output: Path) -> Path:
+    """Write ``<output>/<device>.json`` and forget cached tables so the next call reads it."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / f"{table['device']}.json"
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    tables.clear_cache()
+    return path
+
+
+def format_summary(table: dict) -> str:
+    header = (f"{'dtype':<9} {'path':<17} {'numel':>10} {'best config':<24} {'time us':>9} "
+              f"{'GB/s':>7} {'vs default':>10} {'vs native':>9} {'e2e us':>8} {'native e2e':>10}")
+    lines = [header, "-" * len(header)]
+    for e in table["entries"]:
+        c = e["config"]
+        knob = (f"mb={'y' if c['multibuffer'] else 'n'}" if table["provenance"]["backend"] == "npu"
+                else f"warps={c['num_warps']}")
+        best = f"{c['block_size']} x{c['programs_per_unit']} {knob}"
+        vs_default = (f"{e['default_seconds'] / e['seconds']:.2f}x" if e["default_seconds"]
+                      else "-")
+        lines.append(
+            f"{e['dtype']:<9} {e['path']:<17} {e['numel']:>10} {best:<24} "
+            f"{e['seconds'] * 1e6:>9.1f} {e['gbps']:>7.1f} {vs_default:>10} "
+            f"{e['native_seconds'] / e['seconds']:>8.2f}x {e['end_to_end_seconds'] * 1e6:>8.1f} "
+            f"{e['native_end_to_end_seconds'] * 1e6:>10.1f}")
+    lines.append("native op used below (elements, end to end): " + ", ".join(
+        f"{d} {n}" for d, n in table["native_below"].items()))
+    return "\n".join(lines)
+
+
+def _sizes(text: str) -> List[int]:
+    return [2 ** int(s[2:]) if s.startswith("2^") else int(s) for s in text.split(",")]
+
+
+def main(argv=None, timer: Optional[Timer] = None,
+         end_to_end: Optional[Callable] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", help="npu, cuda or cpu (default: the best present)")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--paths", default=",".join(tables.PATHS))
+    parser.add_argument("--sizes", type=_sizes, help="e.g. 2^16,2^20 or 65536,1048576")
+    parser.add_argument("--quick", action="store_true", help="three sizes instead of eight")
+    parser.add_argument("--output", type=Path, default=Path("tune_configs"),
+                        help="folder for <device>.json (default: ./tune_configs)")
+    parser.add_argument("--timer", choices=("auto", "events", "wall"), default="auto",
+                        help="device events (NPU/CUDA) or synchronised wall clock")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device) if args.device else backends.default_device()
+    kind = "cpu" if device.type == "cpu" else "device"
+    sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)[kind]
+    if timer is None and args.timer == "wall":
+        timer = lambda fn: wall_time(fn, device, warmup=2, repeat=10)  # noqa: E731
+    if device.type == "cpu":
+        print("CPU: timing Triton's interpreter exercises the tuner, not the kernel's speed; "
+              "do not ship this table.")
+    table = tune(device, args.dtypes.split(","), args.paths.split(","), sizes, timer,
+                 end_to_end, show_progress=not args.no_progress and sys.stderr.isatty())
+    path = write_table(table, args.output)
+    print(format_summary(table))
+    print(f"wrote {path}; use it with MSE_GRAD_TRITON_TUNE_DIR={args.output.resolve()} "
+          "or ship it in tune_configs/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

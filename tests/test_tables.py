@@ -1,0 +1,171 @@
+"""Tuned tables: lookup order, fallbacks with one warning naming the file, nearest bucket, the
+shipped folder in a wheel install, and the launcher's backend switch."""
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from mse_grad_triton import configs, explain, mse_loss_backward, tables
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_tables(monkeypatch):
+    monkeypatch.delenv(tables.TUNE_DIR_ENV, raising=False)
+    tables.clear_cache()
+    yield
+    tables.clear_cache()
+
+
+def _table(device="cpu", block=256, numels=(1024, 65536), native_below=None):
+    return {
+        "format": tables.FORMAT, "device": device, "provenance": {},
+        "native_below": native_below or {},
+        "entries": [{"dtype": "float32", "path": "flat", "numel": n,
+                     "config": {"block_size": block * (i + 1), "programs_per_unit": 1,
+                                "num_warps": 4, "multibuffer": True}}
+                    for i, n in enumerate(numels)],
+    }
+
+
+def _use(tmp_path, monkeypatch, content, name="cpu.json"):
+    (tmp_path / name).write_text(content if isinstance(content, str) else json.dumps(content))
+    monkeypatch.setenv(tables.TUNE_DIR_ENV, str(tmp_path))
+
+
+def test_nearest_size_bucket_in_log2():
+    table = tables.parse_table(_write(_table(numels=(2**10, 2**16)), "cpu"), "cpu")
+    assert table.config_for("float32", "flat", 2**12).block_size == 256   # nearer 2**10
+    assert table.config_for("float32", "flat", 2**14).block_size == 512   # nearer 2**16
+    assert table.config_for("float32", "flat", 2**30).block_size == 512
+    assert table.config_for("float32", "flat", 1).block_size == 256
+    assert table.config_for("float16", "flat", 2**12) is None
+    assert table.config_for("float32", "strided", 2**12) is None
+
+
+def _write(data, device, folder=None):
+    import tempfile
+    folder = Path(folder or tempfile.mkdtemp())
+    path = folder / f"{device}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_user_folder_table_is_used(tmp_path, monkeypatch):
+    _use(tmp_path, monkeypatch, _table())
+    config = explain(*(torch.ones(2**10) for _ in range(3))).config
+    assert config.block_size == 256 and str(tmp_path) in config.source
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{not json", "ignoring tuned table"),
+    (_table(device="NVIDIA_H100_80GB_HBM3"), "is for device 'NVIDIA_H100_80GB_HBM3'"),
+    ({**_table(), "format": 99}, "not a format-1"),
+    ({**_table(), "entries": [{"dtype": "float32", "path": "flat", "numel": 8,
+                               "config": {"block_size": 100}}]}, "power of two"),
+    ({**_table(), "entries": [{"dtype": "int8", "path": "flat", "numel": 8,
+                               "config": {"block_size": 128}}]}, "unknown dtype"),
+    ({"format": 1, "device": "cpu"}, "ignoring tuned table"),
+], ids=["bad_json", "other_device", "format", "block", "dtype", "no_entries"])
+def test_bad_table_warns_once_and_falls_back(tmp_path, monkeypatch, content, message):
+    _use(tmp_path, monkeypatch, content)
+    inputs = [torch.ones(2**10) for _ in range(3)]
+    with pytest.warns(UserWarning, match=message) as caught:
+        plan = explain(*inputs)
+    assert str(tmp_path / "cpu.json") in str(caught[0].message)
+    assert plan.config_source == "default"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # loaded once: no second warning
+        mse_loss_backward(*inputs)
+
+
+def test_empty_user_folder_warns_and_uses_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv(tables.TUNE_DIR_ENV, str(tmp_path))
+    with pytest.warns(UserWarning, match="no tuned table .*cpu.json"):
+        assert explain(*(torch.ones(8) for _ in range(3))).config_source == "default"
+
+
+def test_defaults_without_any_table():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        plan = explain(*(torch.ones(2**10) for _ in range(3)))
+    assert plan.config_source == "default" and plan.backend == "triton"
+    assert plan.reason == "no tuned crossover for this device and dtype"
+
+
+def test_shipped_tables_are_in_a_wheel_install(tmp_path):
+    # Build a wheel from a copy of the sources with one table added, install it (not editable)
+    # into a folder, and look the table up from there.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "*.egg-info", "build", "__pycache__", ".pytest_cache"))
+    (source / "tune_configs" / "Shipped_Test_Device.json").write_text(
+        json.dumps(_table(device="Shipped_Test_Device")))
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "-w", str(wheels), str(source)], check=True,
+                   capture_output=True)
+    wheel = next(wheels.glob("*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    code = ("from mse_grad_triton import tables; t = tables.table_for('Shipped_Test_Device'); "
+            "print(t.file); print(t.config_for('float32', 'flat', 1024).block_size)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    file, block = result.stdout.split()
+    assert file.startswith(str(target)) and block == "256"
+
+
+# --- the UB formula prunes candidates; defaults fit ----------------------------------------
+
+@pytest.mark.parametrize("itemsizes,out", [([4, 4, 4], 4), ([2, 2, 2], 2), ([2, 2], 4)])
+def test_candidates_over_the_ub_budget_are_never_tried(itemsizes, out):
+    space = configs.CANDIDATES["npu"]
+    candidates = configs.candidate_configs("npu", itemsizes, out)
+    assert candidates and all(configs.ub_footprint_bytes(c.block_size, itemsizes, out,
+                                                         c.multibuffer) <= configs.UB_BYTES
+                              for c in candidates)
+    assert len(candidates) < len(space["block_size"]) * len(space["programs_per_unit"]) * 2
+    default = configs.select_config("npu", itemsizes, out, 1 << 24, 1, 48)
+    assert configs.ub_footprint_bytes(default.block_size, itemsizes, out,
+                                      default.multibuffer) <= configs.UB_BYTES
+
+
+# --- backend= -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["gpu", "", None, "Triton", 1])
+def test_bad_backend_value(backend):
+    with pytest.raises(ValueError, match="backend"):
+        mse_loss_backward(*(torch.ones(3) for _ in range(3)), backend=backend)
+
+
+def test_native_backend_runs_aten_with_the_same_checks():
+    grad, self, target = torch.tensor(2.0), torch.randn(5, 7), torch.randn(7)
+    assert torch.equal(mse_loss_backward(grad, self, target, "sum", backend="native"),
+                       torch.ops.aten.mse_loss_backward(grad, self, target, 2))
+    out = torch.empty(5, 7)
+    assert mse_loss_backward(grad, self, target, 1, out=out, backend="native") is out
+    assert torch.equal(out, torch.ops.aten.mse_loss_backward(grad, self, target, 1))
+    with pytest.raises(ValueError, match="reduction"):
+        mse_loss_backward(grad, self, target, 3, backend="native")
+    storage = torch.randn(40)
+    with pytest.raises(ValueError, match="out partially overlaps self"):
+        mse_loss_backward(grad, storage[:35].view(5, 7), target, "sum",
+                          out=storage[1:36].view(5, 7), backend="native")
+
+
+def test_auto_uses_the_table_crossover(tmp_path, monkeypatch):
+    _use(tmp_path, monkeypatch, _table(native_below={"float32": 1000}))
+    assert explain(*(torch.ones(999) for _ in range(3))).backend == "native"
+    assert explain(*(torch.ones(1000) for _ in range(3))).backend == "triton"
+    # Another dtype has no crossover in the table: always the kernel.
+    assert explain(*(torch.ones(10, dtype=torch.float16) for _ in range(3))).backend == "triton"
