@@ -4,10 +4,13 @@
     grad_input = mse_loss_backward(grad_output, self, target, reduction="mean")
 
 Runs on Ascend NPUs (triton-ascend + torch_npu), on CUDA GPUs (upstream Triton) and on CPU
-tensors through Triton's interpreter.
+tensors through Triton's interpreter. From PyTorch: ``mse_loss``/``MSELoss`` (backward runs the
+kernel), the ``torch.ops.mse_grad_triton`` ops, or ``enable()`` for unmodified code.
 """
 
-from .launcher import explain, mse_loss_backward
+from .launcher import explain, mse_loss_backward, mse_loss_backward_pair
+from .torch_ops import MSELoss, disable, enable, enabled, enabled_devices, mse_loss
 
-__all__ = ["explain", "mse_loss_backward"]
+__all__ = ["MSELoss", "disable", "enable", "enabled", "enabled_devices", "explain",
+           "mse_loss", "mse_loss_backward", "mse_loss_backward_pair"]
 __version__ = "0.1.0"

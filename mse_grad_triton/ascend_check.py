@@ -47,7 +47,7 @@ from .kernels import MAX_OUTER_DIMS, mse_loss_backward_kernel
 DEFAULT_TARGETS = ("Ascend910B3", "Ascend910_93")
 ALL_TARGETS = ("Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910_93")
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
-OPERANDS = ("grad_output", "self", "target", "out")
+OPERANDS = ("grad_output", "self", "target", "out", "negated_out")
 VECTOR_CORES = 48  # grid size only; it does not change the compiled code
 
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -109,6 +109,7 @@ class Case:
     dtypes: Tuple[str, str, str, str]  # grad_output, self, target, out (keys of DTYPES)
     block_size: int
     multibuffer: bool
+    negated: bool = False              # also write the target's gradient (-out)
 
 
 @dataclasses.dataclass
@@ -142,21 +143,26 @@ def enumerate_cases(full: bool) -> List[Case]:
         for dtypes in (combos if full else uniform):
             for config in _configs_for(layout_name, dtypes):
                 cases.add(Case(layout_name, dtypes, config.block_size, config.multibuffer))
+    for layout_name in LAYOUTS:  # both gradients in one pass (autograd, input and target)
+        for dtypes in uniform:
+            cases.add(Case(layout_name, dtypes, _default_block(layout_name, dtypes, True),
+                           True, negated=True))
     if not full:
         for layout_name in ("flat", "flat_scalar_grad", "broadcast_target"):
             for dtypes in combos:
                 block = _default_block(layout_name, dtypes)
                 cases.add(Case(layout_name, dtypes, block, True))
-    return sorted(cases, key=lambda c: (list(LAYOUTS).index(c.layout), c.dtypes, c.block_size,
-                                        c.multibuffer))
+    return sorted(cases, key=lambda c: (list(LAYOUTS).index(c.layout), c.negated, c.dtypes,
+                                        c.block_size, c.multibuffer))
 
 
-def _itemsizes(layout_name: str, dtypes) -> Tuple[List[int], int]:
-    """Item sizes of the tensors loaded per tile, and of the output."""
+def _itemsizes(layout_name: str, dtypes, negated: bool = False) -> Tuple[List[int], List[int]]:
+    """Item sizes of the tensors loaded and stored per tile."""
     sizes = [DTYPES[d].itemsize for d in dtypes]
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     scalar_grad = tensors[0].numel() == 1
-    return (sizes[1:3] if scalar_grad else sizes[:3]), sizes[3]
+    return (sizes[1:3] if scalar_grad else sizes[:3]), ([sizes[3], sizes[2]] if negated
+                                                         else [sizes[3]])
 
 
 def _configs_for(layout_name: str, dtypes) -> List[configs.KernelConfig]:
@@ -166,9 +172,9 @@ def _configs_for(layout_name: str, dtypes) -> List[configs.KernelConfig]:
     return list(unique.values())
 
 
-def _default_block(layout_name: str, dtypes) -> int:
-    inputs, out = _itemsizes(layout_name, dtypes)
-    return configs.largest_fitting_block(inputs, out, multibuffer=True)
+def _default_block(layout_name: str, dtypes, negated: bool = False) -> int:
+    inputs, outputs = _itemsizes(layout_name, dtypes, negated)
+    return configs.largest_fitting_block(inputs, outputs, multibuffer=True)
 
 
 # --- building and lowering ---------------------------------------------------------------
@@ -178,7 +184,10 @@ def _plan(case: Case):
     backend = backends.Backend("npu", "Ascend910B3", VECTOR_CORES, mse_loss_backward_kernel,
                                False, contextlib.nullcontext)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer)
-    return tensors, launcher.plan_launch(*tensors, 1, backend, config=config)
+    # The target's gradient has the output's shape and strides, in the target's dtype.
+    negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
+    plan = launcher.plan_launch(*tensors, 1, backend, config, negated if case.negated else None)
+    return (*tensors, negated), plan
 
 
 def specialise(kernel, args: Sequence, constexprs: dict, target: str):
@@ -339,6 +348,7 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     result.path = plan.path
     must_be_block = LAYOUTS[case.layout][1]
     loaded = [i for i in range(3) if not (i == 0 and plan.layout.scalar_grad)]
+    stored = [3, 4] if case.negated else [3]
     itemsizes = [t.element_size() for t in tensors]
     for target in targets:
         try:
@@ -356,16 +366,17 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
             return result
     result.lowered = True
     block = result.block_size = plan.config.block_size
-    accesses = classify(linalg, num_pointers=4)
+    accesses = classify(linalg, num_pointers=len(OPERANDS))
     result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
     result.tile_bytes = accesses.tile_bytes
     result.formula_bytes = configs.ub_footprint_bytes(
-        block, [itemsizes[i] for i in loaded], itemsizes[3], case.multibuffer)
+        block, [itemsizes[i] for i in loaded], [itemsizes[i] for i in stored], case.multibuffer)
     result.moved_per_element = sum(accesses.block_bytes.values()) / block
-    result.minimum_per_element = sum(itemsizes[i] for i in loaded) + itemsizes[3]
+    result.minimum_per_element = sum(itemsizes[i] for i in loaded + stored)
 
     for i, name in enumerate(OPERANDS):
-        expected = "S" if i == 0 and plan.layout.scalar_grad else "B"
+        expected = ("S" if i == 0 and plan.layout.scalar_grad else
+                    "-" if i == 4 and not case.negated else "B")
         kind = accesses.kinds[i]
         if kind == "U" and (must_be_block or expected == "S"):
             result.problems.append(f"unstructured access to {name}")
@@ -443,8 +454,8 @@ def main(argv=None) -> int:
     print(f"Ascend lowering check: {len(cases)} specialisations x targets {', '.join(targets)} "
           "(TTIR -> Linalg/HIVM with triton-adapter-opt; bishengir-compile, which needs CANN, "
           "is not run)")
-    print("access per operand grad_output/self/target/out: B block transfer (DMA), "
-          "S scalar load, U unstructured (per-lane scalar code)")
+    print("access per operand grad_output/self/target/out/negated_out: B block transfer (DMA), "
+          "S scalar load, U unstructured (per-lane scalar code), - unused")
     if shown:
         print(format_table(shown))
     failed = sum(bool(r.problems) for r in results)

@@ -37,48 +37,50 @@ DEFAULTS = {
 }
 
 
-def ub_footprint_bytes(block_size: int, input_itemsizes: Sequence[int], out_itemsize: int,
-                       multibuffer: bool) -> int:
+def ub_footprint_bytes(block_size: int, input_itemsizes: Sequence[int],
+                       output_itemsizes: Sequence[int], multibuffer: bool) -> int:
     """Unified-buffer bytes one tile needs on Ascend.
 
-    Per element: every input tile as loaded (``input_itemsizes``: the tensors the kernel
-    loads per tile; a scalar grad_output is not one), its fp32 widening unless it already is
-    fp32, one fp32 result, and the result narrowed to the output dtype unless that is fp32.
-    Multibuffer keeps two of everything in flight.
+    Per element: every input tile as loaded (``input_itemsizes``: the tensors the kernel loads
+    per tile; a one-element grad_output is not one) and its fp32 widening unless it already is
+    fp32; the fp32 result; for each output (``output_itemsizes``: out, and the target's
+    gradient when both are written) the result narrowed to its dtype unless that is fp32, and
+    for the second an fp32 negation. Multibuffer keeps two of everything in flight.
     """
-    per_element = 4  # fp32 result
+    per_element = 4 + 4 * (len(output_itemsizes) - 1)  # fp32 result (and its negation)
     for itemsize in input_itemsizes:
         per_element += itemsize + (4 if itemsize != 4 else 0)
-    if out_itemsize != 4:
-        per_element += out_itemsize
+    for itemsize in output_itemsizes:
+        per_element += itemsize if itemsize != 4 else 0
     return block_size * per_element * (2 if multibuffer else 1)
 
 
-def largest_fitting_block(input_itemsizes: Sequence[int], out_itemsize: int,
+def largest_fitting_block(input_itemsizes: Sequence[int], output_itemsizes: Sequence[int],
                           multibuffer: bool) -> int:
     """The largest power-of-two tile that fits the UB budget."""
     block = MAX_BLOCK_SIZE
-    while block > 1 and ub_footprint_bytes(block, input_itemsizes, out_itemsize,
+    while block > 1 and ub_footprint_bytes(block, input_itemsizes, output_itemsizes,
                                            multibuffer) > UB_BYTES:
         block //= 2
     return block
 
 
-def select_config(backend: str, input_itemsizes: Sequence[int], out_itemsize: int,
-                  row_length: int, num_rows: int, num_units: int,
-                  tuned: Optional[KernelConfig] = None) -> KernelConfig:
+def select_config(backend: str, input_itemsizes: Sequence[int],
+                  output_itemsizes: Sequence[int], row_length: int, num_rows: int,
+                  num_units: int, tuned: Optional[KernelConfig] = None) -> KernelConfig:
     """The configuration for one call.
 
-    ``backend`` is ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` the item sizes of the
-    tensors loaded per tile. A ``tuned`` config (from the device's tuned table) wins. Otherwise
-    the default tile shrinks (down to a minimum) until there are at least as many tiles as
-    parallel units, so small tensors still spread over the device.
+    ``backend`` is ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` and ``output_itemsizes``
+    the item sizes of the tensors loaded and stored per tile. A ``tuned`` config (from the
+    device's tuned table) wins. Otherwise the default tile shrinks (down to a minimum) until
+    there are at least as many tiles as parallel units, so small tensors still spread over the
+    device.
     """
     if tuned is not None:
         return tuned
     defaults = DEFAULTS[backend]
     config = defaults["config"]
-    block = config.block_size or largest_fitting_block(input_itemsizes, out_itemsize,
+    block = config.block_size or largest_fitting_block(input_itemsizes, output_itemsizes,
                                                        config.multibuffer)
     while block > defaults["min_block_size"] and num_rows * -(-row_length // block) < num_units:
         block //= 2
@@ -97,7 +99,7 @@ CANDIDATES = {
 
 
 def candidate_configs(backend: str, input_itemsizes: Sequence[int],
-                      out_itemsize: int) -> List[KernelConfig]:
+                      output_itemsizes: Sequence[int]) -> List[KernelConfig]:
     """Every configuration the tuner may try for these item sizes (UB-feasible on NPU)."""
     space = CANDIDATES[backend]
     names = list(space)
@@ -105,5 +107,5 @@ def candidate_configs(backend: str, input_itemsizes: Sequence[int],
                for values in itertools.product(*(space[n] for n in names))]
     if backend == "npu":
         configs = [c for c in configs if ub_footprint_bytes(
-            c.block_size, input_itemsizes, out_itemsize, c.multibuffer) <= UB_BYTES]
+            c.block_size, input_itemsizes, output_itemsizes, c.multibuffer) <= UB_BYTES]
     return configs

@@ -28,6 +28,7 @@ Launch paths are constexpr specialisations of this one kernel:
   equal to 1 as constants), i.e. contiguous 1-D tiles;
 - scalar grad: ``SCALAR_GRAD`` loads the single ``grad_output`` element once per program;
 - strided: ``NUM_OUTER_DIMS > 0`` and/or non-unit inner strides.
+Independently, ``WRITE_NEGATED`` also stores the target's gradient (``-out``) in the same pass.
 """
 
 import triton
@@ -77,6 +78,7 @@ def mse_loss_backward_kernel(
     self_ptr,          # broadcast to the output through its strides
     target_ptr,        # broadcast to the output through its strides
     out_ptr,           # the output (broadcast shape), written through its strides
+    negated_out_ptr,   # WRITE_NEGATED: -out, same shape and strides as out (target's gradient)
     scale,             # fp32: 2 / self.numel() for mean, else 2; rounded once from float64
     scale_divisor,     # self.numel() for mean, else 1: the float64 path recomputes the scale
                        # from it, because Triton passes Python floats as fp32
@@ -94,12 +96,14 @@ def mse_loss_backward_kernel(
     size_7, grad_stride_7, self_stride_7, target_stride_7, out_stride_7,
     NUM_OUTER_DIMS: tl.constexpr,  # how many of the outer dimensions above are real (0..7)
     SCALAR_GRAD: tl.constexpr,     # grad_output has one element: load it once per program
+    WRITE_NEGATED: tl.constexpr,   # also store -result (the target's gradient) in the same pass
     WIDE_LANES: tl.constexpr,      # BLOCK_SIZE * an inner stride reaches 2**31: int64 lanes
     SKIP_PADDING: tl.constexpr,    # triton-ascend: masked lanes need no fill value
     COMPUTE_FP64: tl.constexpr,    # a float64 operand takes part: compute in float64
     BLOCK_SIZE: tl.constexpr,      # elements per tile (a power of two)
 ):
-    """Write ``grad_output * (self - target) * scale`` for every output element."""
+    """Write ``grad_output * (self - target) * scale`` for every output element (and its
+    negation, the gradient for ``target``, when ``WRITE_NEGATED``)."""
     compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
     if COMPUTE_FP64:
         # triton-ascend refuses tl.cast to float64; .to is accepted by every backend.
@@ -159,3 +163,6 @@ def mse_loss_backward_kernel(
         result = grad * ((x - y) * scale)
         tl.store(out_ptr + out_offset + lanes * out_inner_stride,
                  result.to(out_ptr.dtype.element_ty), mask=mask)
+        if WRITE_NEGATED:
+            tl.store(negated_out_ptr + out_offset + lanes * out_inner_stride,
+                     (-result).to(negated_out_ptr.dtype.element_ty), mask=mask)

@@ -27,7 +27,7 @@ class LaunchPlan:
     layout: Layout
     config: configs.KernelConfig
     num_programs: int
-    scalar_args: Tuple         # the kernel's arguments after the four pointers, in order
+    scalar_args: Tuple         # the kernel's arguments after the five pointers, in order
     constexprs: dict
 
     @property
@@ -110,16 +110,48 @@ def mse_loss_backward(
     return out
 
 
+def mse_loss_backward_pair(
+    grad_output: torch.Tensor,
+    self: torch.Tensor,
+    target: torch.Tensor,
+    reduction: Union[int, str] = "mean",
+    backend: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The gradients with respect to ``self`` and to ``target`` in one kernel pass.
+
+    Returns ``(grad_self, grad_target)`` with ``grad_target == -grad_self``, each of the
+    broadcast shape in its tensor's dtype. That is PyTorch's gradient for ``target`` when both
+    have as many elements (as after ``F.mse_loss``'s broadcast); for ``mean`` they must.
+    Arguments and checks as ``mse_loss_backward``.
+    """
+    call = _validate(grad_output, self, target, reduction, None, backend)
+    if call.reduction == 1 and self.numel() != target.numel():
+        raise ValueError(f"self ({self.numel()} elements) and target ({target.numel()}) must "
+                         "have as many elements for mean: each one's gradient divides by it")
+    if call.native:
+        grad_self = torch.ops.aten.mse_loss_backward(grad_output, self, target, call.reduction)
+        return grad_self, torch.ops.aten.neg(grad_self).to(target.dtype)
+    grad_self = torch.empty(call.shape, dtype=self.dtype, device=self.device)
+    grad_target = torch.empty(call.shape, dtype=target.dtype, device=self.device)
+    if grad_self.numel():
+        launch(grad_output, self, target, grad_self, call.reduction, call.device,
+               negated_out=grad_target)
+    return grad_self, grad_target
+
+
 def launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
            out: torch.Tensor, reduction_code: int, backend: backends.Backend,
-           config: Optional[configs.KernelConfig] = None) -> LaunchPlan:
+           config: Optional[configs.KernelConfig] = None,
+           negated_out: Optional[torch.Tensor] = None) -> LaunchPlan:
     """Plan and launch the kernel on validated, non-empty operands (``config`` as in
-    ``plan_launch``); returns the plan."""
-    plan = plan_launch(grad_output, self, target, out, reduction_code, backend, config)
+    ``plan_launch``); ``negated_out`` (same shape and strides as ``out``) also receives
+    ``-out``. Returns the plan."""
+    plan = plan_launch(grad_output, self, target, out, reduction_code, backend, config,
+                       negated_out)
     with backend.device_guard():
         backend.kernel[(plan.num_programs,)](
-            grad_output, self, target, out, *plan.scalar_args,
-            **plan.constexprs, **backend.launch_options(plan.config),
+            grad_output, self, target, out, out if negated_out is None else negated_out,
+            *plan.scalar_args, **plan.constexprs, **backend.launch_options(plan.config),
         )
     return plan
 
@@ -174,11 +206,13 @@ def _validate(grad_output, self, target, reduction, out, backend) -> _Call:
 
 def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
                 out: torch.Tensor, reduction_code: int, backend: backends.Backend,
-                config: Optional[configs.KernelConfig] = None) -> LaunchPlan:
+                config: Optional[configs.KernelConfig] = None,
+                negated_out: Optional[torch.Tensor] = None) -> LaunchPlan:
     """Layout, configuration, grid and kernel arguments for validated, non-empty operands.
 
     ``config`` overrides the tuned table and the defaults (the tuner and the Ascend check try
-    candidates). Only metadata is read, so meta tensors describe a launch as well as real ones.
+    candidates); a ``negated_out`` also receives ``-out``. Only metadata is read, so meta
+    tensors describe a launch as well as real ones.
     """
     operands = (grad_output, self, target, out)
     shape = tuple(out.shape)
@@ -189,9 +223,10 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         tuned = table.config_for(str(self.dtype).replace("torch.", ""), rows.path,
                                  out.numel()) if table else None
         loaded = operands[1:3] if rows.scalar_grad else operands[:3]
+        stored = (out,) if negated_out is None else (out, negated_out)
         config = configs.select_config(backend.name, [t.element_size() for t in loaded],
-                                       out.element_size(), rows.row_length, rows.num_rows,
-                                       backend.num_units, tuned)
+                                       [t.element_size() for t in stored], rows.row_length,
+                                       rows.num_rows, backend.num_units, tuned)
     # A tile never spans more than one row: short rows get a smaller (power-of-two) tile.
     if rows.row_length < config.block_size:
         config = replace(config, block_size=1 << (rows.row_length - 1).bit_length())
@@ -213,6 +248,7 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     constexprs = dict(
         NUM_OUTER_DIMS=rows.num_outer_dims,
         SCALAR_GRAD=rows.scalar_grad,
+        WRITE_NEGATED=negated_out is not None,
         WIDE_LANES=max(abs(s) for s in rows.inner_strides) * (block - 1) >= _INT32_LIMIT,
         SKIP_PADDING=backends.TRITON_HAS_CARE_PADDING,
         COMPUTE_FP64=any(t.dtype == torch.float64 for t in operands),

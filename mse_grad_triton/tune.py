@@ -84,7 +84,7 @@ def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
     work = [(d, p, n) for d in dtypes for p in paths for n in sizes]
     size = {d: DTYPES[d].itemsize for d in dtypes}
     total = sum(len(configs.candidate_configs(backend.name, [size[d]] * (3 if p == "flat" else 2),
-                                              size[d])) + 3 for d, p, _ in work)
+                                              [size[d]])) + 3 for d, p, _ in work)
     progress = Progress(total, show_progress)
     tables.ignore(backend.device_name)  # "default" means the built-in default while tuning
     entries = []
@@ -112,7 +112,7 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
     default = launcher.plan_launch(grad, self, target, out, 1, backend).config
     # As launched: a tile wider than the row is cut to the row, so some candidates coincide.
     candidates = [default]
-    for config in configs.candidate_configs(backend.name, loaded, out.element_size()):
+    for config in configs.candidate_configs(backend.name, loaded, [out.element_size()]):
         effective = launcher.plan_launch(grad, self, target, out, 1, backend, config).config
         if all(_fields(effective) != _fields(c) for c in candidates):
             candidates.append(effective)

@@ -62,11 +62,12 @@ def test_copy_lowers_to_block_transfers():
 
 
 @pytest.mark.parametrize("case,access", [
-    (Case("flat", ("f16",) * 4, 4096, True), "BBBB"),
-    (Case("flat_scalar_grad", ("bf16", "bf16", "f16", "f32"), 2048, True), "SBBB"),
-    (Case("flat_2^31+", F32, 1024, False), "SBBB"),
-    (Case("outer_dims_7", ("bf16",) * 4, 2048, True), "SBBB"),
-    (Case("broadcast_target", F32, 4096, True), "BBBB"),
+    (Case("flat", ("f16",) * 4, 4096, True), "BBBB-"),
+    (Case("flat_scalar_grad", ("bf16", "bf16", "f16", "f32"), 2048, True), "SBBB-"),
+    (Case("flat_2^31+", F32, 1024, False), "SBBB-"),
+    (Case("outer_dims_7", ("bf16",) * 4, 2048, True), "SBBB-"),
+    (Case("broadcast_target", F32, 4096, True), "BBBB-"),
+    (Case("broadcast_target", ("bf16",) * 4, 2048, True, negated=True), "BBBBB"),
 ], ids=lambda v: getattr(v, "layout", v))
 def test_launcher_specialisations_are_block_transfers(case, access):
     result = check_case(case, ascend_check.DEFAULT_TARGETS)
@@ -85,8 +86,8 @@ def test_over_budget_config_fails():
 
 
 def test_unstructured_access_on_a_flat_path_fails(monkeypatch):
-    accesses = ascend_check.Accesses({0: "B", 1: "U", 2: "B", 3: "B"},
-                                     {0: 4096, 1: 0, 2: 4096, 3: 4096}, 8192)
+    accesses = ascend_check.Accesses({0: "B", 1: "U", 2: "B", 3: "B", 4: "-"},
+                                     {0: 4096, 1: 0, 2: 4096, 3: 4096, 4: 0}, 8192)
     monkeypatch.setattr(ascend_check, "classify", lambda linalg, num_pointers: accesses)
     result = check_case(Case("flat", F32, 1024, True), ascend_check.DEFAULT_TARGETS)
     assert result.problems == ["unstructured access to self"]

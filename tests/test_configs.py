@@ -8,14 +8,19 @@ from mse_grad_triton import configs
 def test_ub_formula_counts_each_buffer():
     # fp16 inputs x3: 2 bytes each + fp32 widening; fp32 result; fp16 output.
     per_element = 3 * (2 + 4) + 4 + 2
-    assert configs.ub_footprint_bytes(1024, [2, 2, 2], 2, multibuffer=False) == 1024 * per_element
-    assert configs.ub_footprint_bytes(1024, [2, 2, 2], 2, multibuffer=True) == 2048 * per_element
+    assert configs.ub_footprint_bytes(1024, [2, 2, 2], [2], multibuffer=False) \
+        == 1024 * per_element
+    assert configs.ub_footprint_bytes(1024, [2, 2, 2], [2], multibuffer=True) \
+        == 2048 * per_element
     # fp32 needs no widening and no narrowing.
-    assert configs.ub_footprint_bytes(1, [4, 4], 4, multibuffer=False) == 3 * 4
+    assert configs.ub_footprint_bytes(1, [4, 4], [4], multibuffer=False) == 3 * 4
+    # A second output (the target's gradient): an fp32 negation, narrowed to bf16.
+    assert configs.ub_footprint_bytes(1, [4, 4], [4, 2], multibuffer=False) == 3 * 4 + 4 + 2
 
 
-@pytest.mark.parametrize("itemsizes,out_itemsize", [([4, 4, 4], 4), ([2, 2, 2], 2),
-                                                    ([4, 4], 4), ([2, 2], 2), ([2, 4, 2], 4)])
+@pytest.mark.parametrize("itemsizes,out_itemsize", [([4, 4, 4], [4]), ([2, 2, 2], [2]),
+                                                    ([4, 4], [4]), ([2, 2], [2, 2]),
+                                                    ([2, 4, 2], [4])])
 @pytest.mark.parametrize("multibuffer", [True, False])
 def test_largest_fitting_block_is_the_largest_that_fits(itemsizes, out_itemsize, multibuffer):
     block = configs.largest_fitting_block(itemsizes, out_itemsize, multibuffer)
@@ -27,16 +32,16 @@ def test_largest_fitting_block_is_the_largest_that_fits(itemsizes, out_itemsize,
 
 
 def test_npu_default_fits_ub_and_uses_one_program_per_core():
-    config = configs.select_config("npu", [2, 2, 2], 2, row_length=1 << 24, num_rows=1,
+    config = configs.select_config("npu", [2, 2, 2], [2], row_length=1 << 24, num_rows=1,
                                    num_units=48)
-    assert config.block_size == configs.largest_fitting_block([2, 2, 2], 2, True)
+    assert config.block_size == configs.largest_fitting_block([2, 2, 2], [2], True)
     assert config.programs_per_unit == 1 and config.multibuffer
 
 
 @pytest.mark.parametrize("backend", ["npu", "cuda", "cpu"])
 def test_small_tensors_get_smaller_tiles_down_to_the_minimum(backend):
-    big = configs.select_config(backend, [4, 4], 4, 1 << 24, 1, num_units=40).block_size
-    small = configs.select_config(backend, [4, 4], 4, 40 * 1024, 1, num_units=40).block_size
-    tiny = configs.select_config(backend, [4, 4], 4, 10, 1, num_units=40).block_size
+    big = configs.select_config(backend, [4, 4], [4], 1 << 24, 1, num_units=40).block_size
+    small = configs.select_config(backend, [4, 4], [4], 40 * 1024, 1, num_units=40).block_size
+    tiny = configs.select_config(backend, [4, 4], [4], 10, 1, num_units=40).block_size
     assert small <= big
     assert tiny == configs.DEFAULTS[backend]["min_block_size"]

@@ -60,3 +60,16 @@ def test_no_op_at_all_with_out(case, launches):
         mse_loss_backward(grad, self, target, "sum", out=out)
     assert recorder.ops == []
     assert len(launches) == 1 and launches[0][1][3] is out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pair_allocates_both_results_and_launches_once(case, launches):
+    from mse_grad_triton import mse_loss_backward_pair
+    grad, self, target = CASES[case]()
+    with RecordOps() as recorder:
+        grad_self, grad_target = mse_loss_backward_pair(grad, self, target, "sum")
+    assert recorder.ops == ["aten.empty.memory_format"] * 2
+    assert len(launches) == 1
+    pointers = launches[0][1][:5]
+    assert pointers[3] is grad_self and pointers[4] is grad_target
+    assert launches[0][2]["WRITE_NEGATED"] is True

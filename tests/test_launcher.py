@@ -4,7 +4,7 @@ a float64 reference in ULPs of the result's dtype."""
 import pytest
 import torch
 
-from mse_grad_triton import configs, mse_loss_backward
+from mse_grad_triton import configs, mse_loss_backward, mse_loss_backward_pair
 from mse_grad_triton.testing import REDUCTION_CODES, assert_ulp_close, make, reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -273,3 +273,25 @@ def test_short_rows_get_a_tile_no_longer_than_the_row():
         make([100, 1], torch.float32, 2)
     assert explain(grad, self, target).config.block_size == 32
     assert_ulp_close(mse_loss_backward(grad, self, target), reference(grad, self, target, "mean"))
+
+
+# --- both gradients in one pass ------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["contiguous", "scalar_grad", "transposed_self", "sliced"])
+@pytest.mark.parametrize("target_dtype", DTYPES, ids=str)
+def test_pair_returns_both_gradients(layout, target_dtype):
+    grad, self, target = LAYOUTS[layout](torch.float16)
+    target = target.to(target_dtype)
+    grad_self, grad_target = mse_loss_backward_pair(grad, self, target, "mean")
+    expected = reference(grad, self, target, "mean")
+    assert grad_self.dtype == torch.float16 and grad_target.dtype == target_dtype
+    assert_ulp_close(grad_self, expected)
+    assert_ulp_close(grad_target, -expected)
+
+
+def test_pair_mean_needs_equal_element_counts():
+    with pytest.raises(ValueError, match="as many elements"):
+        mse_loss_backward_pair(torch.tensor(1.0), torch.ones(4, 5), torch.ones(5), "mean")
+    grad_self, grad_target = mse_loss_backward_pair(torch.tensor(1.0), torch.ones(4, 5),
+                                                    torch.zeros(5), "sum")
+    assert torch.equal(grad_target, -grad_self) and grad_self.shape == (4, 5)

@@ -127,7 +127,8 @@ def test_shipped_tables_are_in_a_wheel_install(tmp_path):
 
 # --- the UB formula prunes candidates; defaults fit ----------------------------------------
 
-@pytest.mark.parametrize("itemsizes,out", [([4, 4, 4], 4), ([2, 2, 2], 2), ([2, 2], 4)])
+@pytest.mark.parametrize("itemsizes,out", [([4, 4, 4], [4]), ([2, 2, 2], [2]), ([2, 2], [4]),
+                                           ([2, 2], [2, 2])])
 def test_candidates_over_the_ub_budget_are_never_tried(itemsizes, out):
     space = configs.CANDIDATES["npu"]
     candidates = configs.candidate_configs("npu", itemsizes, out)

@@ -1,0 +1,245 @@
+"""PyTorch integration on CPU tensors: training parity, autograd checks, opcheck,
+torch.compile, one-pass gradients, broadcasting, enable()/disable(), threads."""
+
+import contextlib
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mse_grad_triton as mgt
+from mse_grad_triton import launcher
+from mse_grad_triton.testing import assert_ulp_close, make
+
+
+@pytest.fixture(autouse=True)
+def stock_pytorch_after():
+    yield
+    mgt.disable()
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Record every kernel launch (and whether it also wrote the target's gradient)."""
+    recorded = []
+    real_launch = launcher.launch
+
+    def recording(*args, negated_out=None, **kwargs):
+        recorded.append(negated_out is not None)
+        return real_launch(*args, negated_out=negated_out, **kwargs)
+    monkeypatch.setattr(launcher, "launch", recording)
+    return recorded
+
+
+# --- training parity ----------------------------------------------------------------------
+
+def _train(loss_fn, steps=20, seed=0):
+    """A small regression model trained with SGD; returns per-step d(loss)/d(prediction) and
+    the final parameters."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    inputs, targets = torch.randn(32, 8), torch.randn(32, 3)
+    prediction_grads = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        prediction = model(inputs)
+        prediction.register_hook(lambda g: prediction_grads.append(g.clone()))
+        loss_fn(prediction, targets).backward()
+        optimizer.step()
+    return prediction_grads, [p.detach().clone() for p in model.parameters()], inputs, targets
+
+
+@pytest.mark.parametrize("how", ["module", "functional", "enable"])
+def test_training_matches_stock_pytorch(how, launches):
+    stock_grads, stock_params, _, _ = _train(torch.nn.MSELoss())
+    if how == "module":
+        ours = _train(mgt.MSELoss())
+    elif how == "functional":
+        ours = _train(lambda p, t: mgt.mse_loss(p, t))
+    else:
+        with mgt.enabled(devices=("cpu",)):
+            ours = _train(torch.nn.MSELoss())
+    our_grads, our_params, _, _ = ours
+    assert len(launches) == 20  # every backward ran the kernel
+    for stock, mine in zip(stock_grads, our_grads):
+        assert_ulp_close(mine, stock.double())  # fp32: within 4 ULP of PyTorch's
+    for stock, mine in zip(stock_params, our_params):
+        torch.testing.assert_close(mine, stock, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_value_is_pytorchs():
+    x, y = make([7, 9], torch.float32, 1), make([7, 9], torch.float32, 2)
+    for reduction in ("none", "mean", "sum"):
+        assert torch.equal(mgt.mse_loss(x, y, reduction), F.mse_loss(x, y, reduction=reduction))
+        assert torch.equal(mgt.MSELoss(reduction=reduction)(x, y),
+                           torch.nn.MSELoss(reduction=reduction)(x, y))
+
+
+# --- autograd checks, opcheck ------------------------------------------------------------
+
+def _leaf(shape, seed):
+    return make(shape, torch.float64, seed).requires_grad_()
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("shapes", [([3, 4], [3, 4]), ([3, 1], [3, 4]), ([4], [2, 3, 4])],
+                         ids=str)
+def test_gradcheck_and_gradgradcheck(reduction, shapes):
+    x, y = _leaf(shapes[0], 1), _leaf(shapes[1], 2)
+    with pytest.warns(UserWarning) if shapes[0] != shapes[1] else contextlib.nullcontext():
+        assert torch.autograd.gradcheck(lambda a, b: mgt.mse_loss(a, b, reduction), (x, y))
+        assert torch.autograd.gradgradcheck(lambda a, b: mgt.mse_loss(a, b, reduction), (x, y))
+
+
+def test_backward_op_gradchecks_with_broadcasting():
+    grad, x, y = _leaf([3, 1], 1), _leaf([3, 4], 2), _leaf([4], 3)
+    op = torch.ops.mse_grad_triton.mse_loss_backward
+    assert torch.autograd.gradcheck(lambda g, a, b: op(g, a, b, 1), (grad, x, y))
+    assert torch.autograd.gradgradcheck(lambda g, a, b: op(g, a, b, 1), (grad, x, y))
+    pair = torch.ops.mse_grad_triton.mse_loss_backward_pair
+    assert torch.autograd.gradcheck(lambda g, a, b: pair(g, a, b, 2), (grad, x, y))
+
+
+@pytest.mark.parametrize("op,args", [
+    ("mse_loss_backward", lambda: (make([], torch.float32, 1), make([3, 4], torch.float32, 2),
+                                   make([3, 1], torch.float32, 3), 1)),
+    ("mse_loss_backward_pair", lambda: (make([3, 4], torch.float32, 1),
+                                        make([3, 4], torch.float32, 2),
+                                        make([3, 4], torch.float32, 3), 0)),
+    ("mse_loss", lambda: (make([3, 4], torch.float32, 2), make([3, 4], torch.float32, 3), 2)),
+])
+def test_opcheck(op, args):
+    inputs = [a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args()]
+    torch.library.opcheck(getattr(torch.ops.mse_grad_triton, op).default, inputs)
+
+
+# --- torch.compile -------------------------------------------------------------------------
+
+def test_compiled_training_step_traces_the_kernel_without_graph_breaks():
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        graphs.append(str(graph_module.code))
+        return make_boxed_func(graph_module.forward)
+
+    torch._dynamo.reset()
+    model = torch.nn.Linear(6, 2)
+    inputs, targets = torch.randn(10, 6), torch.randn(10, 2)
+
+    def loss_of(model, inputs, targets):
+        return mgt.mse_loss(model(inputs), targets)
+
+    compiled = torch.compile(loss_of, fullgraph=True,
+                             backend=aot_autograd(fw_compiler=capture, bw_compiler=capture))
+    compiled(model, inputs, targets).backward()
+    compiled_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    F.mse_loss(model(inputs), targets).backward()
+    for compiled_grad, p in zip(compiled_grads, model.parameters()):
+        torch.testing.assert_close(compiled_grad, p.grad)
+    assert any("mse_grad_triton.mse_loss_backward" in g for g in graphs)  # in the backward
+
+
+# --- one pass, broadcasting ---------------------------------------------------------------
+
+def test_one_pass_writes_both_gradients(launches):
+    x, y = make([5, 6], torch.float32, 1).requires_grad_(), \
+        make([5, 6], torch.float32, 2).requires_grad_()
+    mgt.mse_loss(x, y).backward()
+    assert launches == [True]  # one launch, which also wrote the target's gradient
+    x_ref, y_ref = x.detach().clone().requires_grad_(), y.detach().clone().requires_grad_()
+    F.mse_loss(x_ref, y_ref).backward()
+    assert_ulp_close(x.grad, x_ref.grad.double())
+    assert_ulp_close(y.grad, y_ref.grad.double())
+
+
+@pytest.mark.parametrize("which", ["input", "target"])
+def test_one_gradient_when_only_one_is_needed(which, launches):
+    x = make([5, 6], torch.float32, 1).requires_grad_(which == "input")
+    y = make([5, 6], torch.float32, 2).requires_grad_(which == "target")
+    mgt.mse_loss(x, y, "sum").backward()
+    assert launches == [False]
+    grad = (x if which == "input" else y).grad
+    expected = 2 * (x.detach() - y.detach()).double() * (1 if which == "input" else -1)
+    assert_ulp_close(grad, expected)
+
+
+@pytest.mark.parametrize("shapes", [([4, 1], [4, 5]), ([5], [3, 5]), ([2, 1, 3], [1, 4, 1])],
+                         ids=str)
+def test_broadcast_gradients_are_reduced_like_pytorch(shapes):
+    x, y = make(shapes[0], torch.float32, 1), make(shapes[1], torch.float32, 2)
+    ours = [x.clone().requires_grad_(), y.clone().requires_grad_()]
+    stock = [x.clone().requires_grad_(), y.clone().requires_grad_()]
+    with pytest.warns(UserWarning, match="different to the input size"):
+        mgt.mse_loss(*ours).backward()
+    with pytest.warns(UserWarning, match="different to the input size"):
+        F.mse_loss(*stock).backward()
+    for mine, theirs in zip(ours, stock):
+        assert mine.grad.shape == theirs.grad.shape
+        torch.testing.assert_close(mine.grad, theirs.grad)
+
+
+# --- enable() / disable() -----------------------------------------------------------------
+
+def _stock_backward_runs_kernel(launches) -> bool:
+    before = len(launches)
+    x = make([4, 5], torch.float32, 1).requires_grad_()
+    torch.nn.MSELoss()(x, make([4, 5], torch.float32, 2)).backward()
+    return len(launches) > before
+
+
+def test_enable_disable_and_enable_twice(launches):
+    assert not _stock_backward_runs_kernel(launches)
+    mgt.enable(devices=("cpu",))
+    mgt.enable(devices=("cpu",))  # harmless
+    assert mgt.enabled_devices() == ("cpu",)
+    assert _stock_backward_runs_kernel(launches)
+    out = torch.empty(4, 5)
+    torch.ops.aten.mse_loss_backward.grad_input(torch.tensor(1.0), torch.ones(4, 5),
+                                                torch.zeros(4, 5), 2, grad_input=out)
+    assert launches[-1] is False and bool((out == 2).all())
+    mgt.disable()
+    assert mgt.enabled_devices() == ()
+    assert not _stock_backward_runs_kernel(launches)
+
+
+def test_enabled_context_restores_the_previous_state(launches):
+    mgt.enable(devices=("cuda",))
+    with mgt.enabled(devices=("cpu",)):
+        assert _stock_backward_runs_kernel(launches)
+    assert mgt.enabled_devices() == ("cuda",)
+    assert not _stock_backward_runs_kernel(launches)
+
+
+def test_default_enable_leaves_cpu_alone(launches):
+    mgt.enable()
+    assert mgt.enabled_devices() == ("npu", "cuda")
+    assert not _stock_backward_runs_kernel(launches)
+
+
+@pytest.mark.parametrize("devices", [("tpu",), "cpu", ("cpu", "gpu")])
+def test_enable_refuses_unknown_devices(devices):
+    with pytest.raises(ValueError, match="devices"):
+        mgt.enable(devices=devices)
+    assert mgt.enabled_devices() == ()
+
+
+def test_concurrent_backward_passes():
+    pairs = [(make([6, 40], torch.float32, 2 * i).requires_grad_(),
+              make([6, 40], torch.float32, 2 * i + 1)) for i in range(6)]
+
+    def work(x, y):
+        mgt.mse_loss(x, y, "sum").backward()
+
+    threads = [threading.Thread(target=work, args=pair) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for x, y in pairs:
+        assert_ulp_close(x.grad, 2 * (x.detach() - y).double())
