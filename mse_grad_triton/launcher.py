@@ -7,8 +7,9 @@ table or default, ``configs``) -> one kernel launch. Inputs are read in place th
 strides: no copies, no casts, no host synchronisation.
 """
 
+import math
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 
@@ -18,6 +19,7 @@ from .layout import Layout
 
 _INT32_LIMIT = 2**31
 BACKENDS = ("auto", "triton", "native")
+_DTYPE_NAMES = {dtype: str(dtype).replace("torch.", "") for dtype in validation.SUPPORTED_DTYPES}
 
 
 @dataclass(frozen=True)
@@ -139,15 +141,29 @@ def mse_loss_backward_pair(
     return grad_self, grad_target
 
 
+# Launch plans by operand geometry: a training loop calls with the same shapes, strides and
+# dtypes every step, so planning runs once per geometry (bounded; dict access is atomic).
+_plans: Dict[tuple, LaunchPlan] = {}
+_MAX_PLANS = 1024
+
+
 def launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
            out: torch.Tensor, reduction_code: int, backend: backends.Backend,
            config: Optional[configs.KernelConfig] = None,
            negated_out: Optional[torch.Tensor] = None) -> LaunchPlan:
-    """Plan and launch the kernel on validated, non-empty operands (``config`` as in
-    ``plan_launch``); ``negated_out`` (same shape and strides as ``out``) also receives
-    ``-out``. Returns the plan."""
-    plan = plan_launch(grad_output, self, target, out, reduction_code, backend, config,
-                       negated_out)
+    """Plan (or reuse the plan of an identical geometry) and launch the kernel on validated,
+    non-empty operands (``config`` as in ``plan_launch``); ``negated_out`` (same shape and
+    strides as ``out``) also receives ``-out``. Returns the plan."""
+    operands = (grad_output, self, target, out, negated_out)
+    key = (backend.device_name, backend.name, reduction_code, config, tables.generation,
+           *((t.shape, t.stride(), t.dtype) if t is not None else None for t in operands))
+    plan = _plans.get(key)
+    if plan is None:
+        plan = plan_launch(grad_output, self, target, out, reduction_code, backend, config,
+                           negated_out)
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()
+        _plans[key] = plan
     with backend.device_guard():
         backend.kernel[(plan.num_programs,)](
             grad_output, self, target, out, out if negated_out is None else negated_out,
@@ -191,11 +207,8 @@ def _validate(grad_output, self, target, reduction, out, backend) -> _Call:
     if backend != "auto":
         return _Call(code, shape, device, backend == "native", f"backend={backend!r}")
     table = tables.table_for(device.device_name)
-    dtype = str(self.dtype).replace("torch.", "")
-    threshold = table.native_below.get(dtype, 0) if table else 0
-    numel = 1
-    for size in shape:
-        numel *= size
+    threshold = table.native_below.get(_DTYPE_NAMES[self.dtype], 0) if table else 0
+    numel = math.prod(shape)
     if numel < threshold:
         return _Call(code, shape, device, True, f"{numel} elements < {threshold}, below which "
                      f"the native op is faster end to end ({table.file})")
@@ -220,7 +233,7 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
                                    for t in operands])
     if config is None:
         table = tables.table_for(backend.device_name)
-        tuned = table.config_for(str(self.dtype).replace("torch.", ""), rows.path,
+        tuned = table.config_for(_DTYPE_NAMES[self.dtype], rows.path,
                                  out.numel()) if table else None
         loaded = operands[1:3] if rows.scalar_grad else operands[:3]
         stored = (out,) if negated_out is None else (out, negated_out)

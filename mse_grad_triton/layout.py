@@ -26,6 +26,9 @@ _ORDER_PRIORITY = (OUT, SELF, TARGET, GRAD)
 
 def broadcast_shapes(shapes: Sequence[Shape], names: Sequence[str]) -> Shape:
     """NumPy broadcasting of ``shapes``; a ``ValueError`` names the first that does not fit."""
+    longest = max(shapes, key=len)
+    if all(shape == longest or not shape for shape in shapes):  # the usual case, quickly
+        return tuple(longest)
     result: Shape = ()
     for shape, name in zip(shapes, names):
         rank = max(len(result), len(shape))

@@ -87,6 +87,8 @@ def parse_table(path: Path, device: str) -> TunedTable:
 
 _tables: Dict[str, Optional[TunedTable]] = {}
 _lock = threading.Lock()
+# Bumped whenever the tables in force may change, so that cached launch plans are dropped.
+generation = 0
 
 
 def table_for(device: str) -> Optional[TunedTable]:
@@ -104,14 +106,18 @@ def table_for(device: str) -> Optional[TunedTable]:
 def ignore(device: str) -> None:
     """Act as if ``device`` had no table until ``clear_cache`` (the tuner measures the built-in
     defaults)."""
+    global generation
     with _lock:
         _tables[device] = None
+        generation += 1
 
 
 def clear_cache() -> None:
     """Forget loaded tables (after writing one, or changing $MSE_GRAD_TRITON_TUNE_DIR)."""
+    global generation
     with _lock:
         _tables.clear()
+        generation += 1
 
 
 def _load_first(device: str) -> Optional[TunedTable]:

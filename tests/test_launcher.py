@@ -4,7 +4,7 @@ a float64 reference in ULPs of the result's dtype."""
 import pytest
 import torch
 
-from mse_grad_triton import configs, mse_loss_backward, mse_loss_backward_pair
+from mse_grad_triton import configs, launcher, mse_loss_backward, mse_loss_backward_pair
 from mse_grad_triton.testing import REDUCTION_CODES, assert_ulp_close, make, reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -173,6 +173,7 @@ def test_layout_beyond_kernel_rank_is_refused_before_anything_is_written():
 
 def test_many_tiles_rows_and_programs(monkeypatch):
     # Small tiles: many tiles per row, tails in every row, every program loops several times.
+    monkeypatch.setattr(launcher, "_plans", {})  # plans made under other defaults
     monkeypatch.setitem(configs.DEFAULTS, "cpu", {
         "config": configs.KernelConfig(block_size=16, programs_per_unit=3), "min_block_size": 16})
     grad, self, target = make([5, 37], torch.float16, 1), make([37, 5], torch.float16, 2).t(), \
@@ -243,6 +244,7 @@ def test_float16_results_overflow_to_signed_inf():
 
 def test_float16_mean_over_2_pow_25_elements_does_not_underflow(monkeypatch):
     # ATen computes 2/numel in float16, which underflows here; the fp32 scale does not.
+    monkeypatch.setattr(launcher, "_plans", {})
     monkeypatch.setitem(configs.DEFAULTS, "cpu", {
         "config": configs.KernelConfig(block_size=1 << 16), "min_block_size": 1 << 16})
     n = 1 << 25
@@ -295,3 +297,14 @@ def test_pair_mean_needs_equal_element_counts():
     grad_self, grad_target = mse_loss_backward_pair(torch.tensor(1.0), torch.ones(4, 5),
                                                     torch.zeros(5), "sum")
     assert torch.equal(grad_target, -grad_self) and grad_self.shape == (4, 5)
+
+
+def test_plans_are_reused_per_geometry(monkeypatch):
+    monkeypatch.setattr(launcher, "_plans", {})
+    grad, self, target = _broadcast_target(torch.float32)
+    mse_loss_backward(grad, self, target)
+    mse_loss_backward(grad.clone(), self.clone(), target.clone())  # same geometry
+    assert len(launcher._plans) == 1
+    mse_loss_backward(grad, self.t().contiguous().t(), target)   # other strides
+    mse_loss_backward(grad, self, target, "sum")                   # other reduction
+    assert len(launcher._plans) == 3
