@@ -9,7 +9,7 @@
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, List
 
 import torch
 
@@ -24,15 +24,16 @@ def synchronize(device: torch.device) -> None:
         getattr(torch, device.type).synchronize(device)
 
 
-def device_timer(device: torch.device, warmup: int = 5, repeat: int = 25) -> Timer:
-    """Median device time per call: NPU/CUDA events around each call after a cache flush;
-    wall clock on the CPU."""
+def device_sampler(device: torch.device, warmup: int = 5,
+                   repeat: int = 25) -> Callable[[Callable[[], object]], List[float]]:
+    """Per-call device seconds of ``repeat`` runs after ``warmup``: NPU/CUDA events around each
+    call after a cache flush; synchronised wall clock on the CPU."""
     if device.type not in ("cuda", "npu"):
-        return lambda fn: wall_time(fn, device, warmup=1, repeat=max(3, repeat // 5))
+        return lambda fn: wall_samples(fn, device, warmup=min(warmup, 1), repeat=repeat)
     module = getattr(torch, device.type)
     flush = torch.empty(_FLUSH_BYTES, dtype=torch.uint8, device=device)
 
-    def measure(fn):
+    def sample(fn):
         for _ in range(warmup):
             fn()
         samples = []
@@ -45,14 +46,23 @@ def device_timer(device: torch.device, warmup: int = 5, repeat: int = 25) -> Tim
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(samples)
+        return samples
 
-    return measure
+    return sample
 
 
-def wall_time(fn: Callable[[], object], device: torch.device, warmup: int = 1,
-              repeat: int = 5) -> float:
-    """Median synchronised wall-clock seconds of one call."""
+def device_timer(device: torch.device, warmup: int = 5, repeat: int = 25) -> Timer:
+    """Median device seconds per call (see ``device_sampler``; fewer runs on the CPU, where
+    the interpreter is slow)."""
+    if device.type not in ("cuda", "npu"):
+        repeat = max(3, repeat // 5)
+    sample = device_sampler(device, warmup, repeat)
+    return lambda fn: statistics.median(sample(fn))
+
+
+def wall_samples(fn: Callable[[], object], device: torch.device, warmup: int = 1,
+                 repeat: int = 5) -> List[float]:
+    """Synchronised wall-clock seconds of ``repeat`` single calls."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -62,7 +72,13 @@ def wall_time(fn: Callable[[], object], device: torch.device, warmup: int = 1,
         fn()
         synchronize(device)
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return samples
+
+
+def wall_time(fn: Callable[[], object], device: torch.device, warmup: int = 1,
+              repeat: int = 5) -> float:
+    """Median synchronised wall-clock seconds of one call."""
+    return statistics.median(wall_samples(fn, device, warmup, repeat))
 
 
 def host_timer(device: torch.device, calls: int = 100, repeat: int = 3) -> Timer:

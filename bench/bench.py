@@ -1,0 +1,379 @@
+"""Benchmark: this kernel against the native op, on the device present.
+
+    python bench/bench.py [--quick] [--output DIR] [--dtypes ...] [--cases ...]
+                          [--providers triton,auto,native,compile] [--max-size 2^28]
+
+Sweeps sizes (2^10 .. 2^28 elements, capped by free device memory) x dtypes x cases:
+``none`` (full grad_output), ``mean`` (0-d grad_output, as autograd passes), ``broadcast``
+(target [N/1024, 1] against self [N/1024, 1024]) and ``transposed`` (self a transposed view).
+Providers: this kernel (``backend="triton"``), ``backend="auto"``, the native op
+(aclnnMseLossBackward through torch_npu on NPU, ATen elsewhere), and ``torch.compile`` of the
+eager formula where it compiles. Every provider's result is checked against a float64
+reference first; a wrong one is reported as wrong and not timed.
+
+Per row: device time (device events around one call, L2 flushed, warm-up excluded; median and
+10th-90th percentile), end-to-end host time per call (synchronised wall clock over many
+calls), GB/s from the bytes the op must move, % of this device's copy bandwidth (measured in
+the same run), % of the nominal peak, and speed-up over the native op. Also the launcher's own
+host time per call (launch stubbed) next to the native op's full call on a tiny tensor.
+
+Writes results.json, results.csv, gbps.png and speedup.png to --output (default
+bench/results/<device>) and prints a table. With --quick on a CPU-only machine the kernel runs
+in Triton's interpreter: its timings are not kernel performance.
+"""
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from mse_grad_triton import backends, mse_loss_backward
+from mse_grad_triton.testing import ulp_distance
+from mse_grad_triton.timing import device_sampler, host_timer, synchronize
+from mse_grad_triton.tune import Progress
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+CASES = {"none": 0, "mean": 1, "broadcast": 1, "transposed": 1}  # case -> reduction code
+ROW = 1024  # columns of the 2-D cases
+# A result further than this from the float64 reference is wrong (the kernel's own budget,
+# 1 ULP fp16/bf16 and 4 ULP fp32, is enforced by the tests and ./run check; the native op
+# rounds more than once).
+WRONG_BEYOND_ULP = {torch.float32: 8, torch.float16: 4, torch.bfloat16: 4}
+# Nominal HBM bandwidth by device name (first match wins), with where the figure comes from.
+NOMINAL_PEAK = [
+    ("Ascend910B4", 800, "REFERENCE.md section 5; unverified"),
+    ("Ascend910B", 1600, "REFERENCE.md section 5; unverified"),
+    ("Ascend910_93", 1600, "per die; REFERENCE.md section 5; unverified"),
+    ("H100_PCIe", 2000, "NVIDIA H100 PCIe datasheet"),
+    ("H100", 3350, "NVIDIA H100 SXM5 datasheet"),
+    ("H200", 4800, "NVIDIA H200 datasheet"),
+]
+
+
+def make_case(case: str, dtype: torch.dtype, numel: int, device: torch.device):
+    """(grad_output, self, target) for a case, built on the device."""
+    generator = torch.Generator().manual_seed(numel)
+
+    def values(*shape):
+        return (torch.rand(shape, generator=generator) * 8 - 4).to(device=device, dtype=dtype)
+
+    rows = max(1, numel // ROW)
+    if case == "none":
+        return values(numel), values(numel), values(numel)
+    if case == "mean":
+        return values(), values(numel), values(numel)
+    if case == "broadcast":
+        return values(), values(rows, ROW), values(rows, 1)
+    if case == "transposed":
+        return values(), values(ROW, rows).t(), values(rows, ROW)
+    raise ValueError(f"unknown case {case!r}")
+
+
+def bytes_moved(grad, self, target, out) -> int:
+    """Bytes the op must move: each input's distinct elements read once, the result written
+    once (a 0-d grad_output or a broadcast target is read at its own size)."""
+    return sum(t.numel() * t.element_size() for t in (grad, self, target, out))
+
+
+def worst_ulp(result, grad, self, target, reduction: int) -> float:
+    """Worst ULP distance of ``result`` from the float64 reference, in chunks of rows on the
+    CPU (so that 2^28-element results need no 2^28-element float64 copies)."""
+    scale = 2.0 / self.numel() if reduction == 1 else 2.0
+    shape = result.shape
+    views = [t.expand(shape) for t in (grad, self, target)]
+    row_elements = result[0].numel() if result.dim() > 1 else 1
+    step = max(1, (1 << 22) // row_elements)
+    worst = 0.0
+    for start in range(0, shape[0], step):
+        g, x, y = (v[start:start + step].cpu().double() for v in views)
+        expected = g * ((x - y) * scale)
+        worst = max(worst, ulp_distance(result[start:start + step].cpu(), expected).max().item())
+    return worst
+
+
+def providers(device: torch.device, names: List[str]) -> Dict[str, Callable]:
+    """name -> fn(grad, self, target, reduction); ``compile`` only where requested."""
+    table = {
+        "triton": lambda g, x, y, r: mse_loss_backward(g, x, y, r, backend="triton"),
+        "auto": lambda g, x, y, r: mse_loss_backward(g, x, y, r, backend="auto"),
+        "native": lambda g, x, y, r: torch.ops.aten.mse_loss_backward(g, x, y, r),
+    }
+    if "compile" in names:
+        def eager(g, x, y, scale):
+            return g * (x - y) * scale
+        compiled = torch.compile(eager, dynamic=False)
+        table["compile"] = lambda g, x, y, r: compiled(
+            g, x, y, 2.0 / x.numel() if r == 1 else 2.0)
+    return {name: table[name] for name in names if name in table}
+
+
+@dataclasses.dataclass
+class Row:
+    case: str
+    dtype: str
+    numel: int
+    provider: str
+    correct: bool
+    max_ulp: float
+    device_us: Optional[float] = None
+    device_us_p10: Optional[float] = None
+    device_us_p90: Optional[float] = None
+    end_to_end_us: Optional[float] = None
+    gbps: Optional[float] = None
+    pct_of_copy: Optional[float] = None
+    pct_of_peak: Optional[float] = None
+    speedup_vs_native: Optional[float] = None
+    note: str = ""
+
+
+def measure_copy_bandwidth(device: torch.device, nbytes: int) -> float:
+    """GB/s of a device-to-device copy (bytes read + written) on this device."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    seconds = statistics.median(device_sampler(device, warmup=3, repeat=10)(
+        lambda: dst.copy_(src)))
+    return 2 * nbytes / seconds / 1e9
+
+
+def launcher_host_overhead(device: torch.device, calls: int) -> Dict[str, float]:
+    """The launcher's own time per call (validation, layout, config lookup, argument building;
+    the kernel launch stubbed) and the native op's full call, on a 16-element tensor."""
+    grad, self, target = (torch.ones(shape, device=device) for shape in ((), (16,), (16,)))
+    backend = backends.backend_for(device)
+
+    class NoLaunch:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: None
+
+    timer = host_timer(device, calls=calls, repeat=5)
+    backends._backends[device] = dataclasses.replace(backend, kernel=NoLaunch())
+    try:
+        launcher_s = timer(lambda: mse_loss_backward(grad, self, target, backend="triton"))
+    finally:
+        backends._backends[device] = backend
+    native_s = timer(lambda: torch.ops.aten.mse_loss_backward(grad, self, target, 1))
+    return {"numel": 16, "launcher_us": launcher_s * 1e6, "native_us": native_s * 1e6}
+
+
+def nominal_peak(device_name: str) -> Optional[dict]:
+    for key, gbps, source in NOMINAL_PEAK:
+        if key in device_name:
+            return {"gbps": gbps, "source": source}
+    return None
+
+
+def run(device, dtypes, cases, sizes, provider_names, quick, show_progress) -> dict:
+    backend = backends.backend_for(device)
+    fns = providers(device, provider_names)
+    sampler = device_sampler(device, warmup=1 if quick else 5, repeat=3 if quick else 25)
+    end_to_end = host_timer(device, calls=3 if device.type == "cpu" else 100,
+                            repeat=1 if quick else 3)
+    copy_gbps = measure_copy_bandwidth(device, (64 if device.type == "cpu" else 256) << 20)
+    peak = nominal_peak(backend.device_name)
+    progress = Progress(len(dtypes) * len(cases) * len(sizes) * len(fns), show_progress)
+    rows: List[Row] = []
+    for dtype_name in dtypes:
+        dtype = DTYPES[dtype_name]
+        for case in cases:
+            reduction = CASES[case]
+            for numel in sizes:
+                grad, self, target = make_case(case, dtype, numel, device)
+                group = []
+                for name, fn in fns.items():
+                    progress.step(f"{dtype_name} {case} {numel} {name}")
+                    group.append(_measure(name, fn, grad, self, target, reduction, case,
+                                          dtype_name, numel, sampler, end_to_end, copy_gbps,
+                                          peak))
+                native = next((r for r in group if r.provider == "native" and r.device_us), None)
+                for row in group:
+                    if native and row.device_us:
+                        row.speedup_vs_native = native.device_us / row.device_us
+                rows.extend(group)
+    progress.close()
+    return {"copy_gbps": copy_gbps, "nominal_peak": peak, "rows": rows}
+
+
+def _measure(name, fn, grad, self, target, reduction, case, dtype_name, numel, sampler,
+             end_to_end, copy_gbps, peak) -> Row:
+    try:
+        result = fn(grad, self, target, reduction)
+        synchronize(self.device)
+    except Exception as error:  # e.g. torch.compile without a working backend
+        return Row(case, dtype_name, numel, name, False, float("nan"),
+                   note=f"did not run: {type(error).__name__}: {str(error).splitlines()[0][:120]}")
+    ulp = worst_ulp(result, grad, self, target, reduction)
+    row = Row(case, dtype_name, numel, name, ulp <= WRONG_BEYOND_ULP[self.dtype], ulp)
+    if not row.correct:
+        row.note = "wrong result: not timed"
+        return row
+    samples = sampler(lambda: fn(grad, self, target, reduction))
+    deciles = statistics.quantiles(samples, n=10, method="inclusive")
+    row.device_us = statistics.median(samples) * 1e6
+    row.device_us_p10, row.device_us_p90 = deciles[0] * 1e6, deciles[-1] * 1e6
+    row.end_to_end_us = end_to_end(lambda: fn(grad, self, target, reduction)) * 1e6
+    row.gbps = bytes_moved(grad, self, target, result) / (row.device_us * 1e-6) / 1e9
+    row.pct_of_copy = 100 * row.gbps / copy_gbps
+    if peak:
+        row.pct_of_peak = 100 * row.gbps / peak["gbps"]
+    return row
+
+
+# --- output -------------------------------------------------------------------------------
+
+def format_table(rows: List[Row]) -> str:
+    def num(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    header = (f"{'case':<10} {'dtype':<8} {'numel':>10} {'provider':<8} {'ok':<5} {'ULP':>5} "
+              f"{'device us':>10} {'p10-p90 us':>17} {'e2e us':>9} {'GB/s':>8} {'%copy':>6} "
+              f"{'%peak':>6} {'x native':>8}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        spread = (f"{r.device_us_p10:.1f}-{r.device_us_p90:.1f}" if r.device_us is not None
+                  else "-")
+        lines.append(
+            f"{r.case:<10} {r.dtype:<8} {r.numel:>10} {r.provider:<8} "
+            f"{'yes' if r.correct else 'NO':<5} {num(r.max_ulp, '.3g'):>5} "
+            f"{num(r.device_us, '.1f'):>10} {spread:>17} {num(r.end_to_end_us, '.1f'):>9} "
+            f"{num(r.gbps, '.2f'):>8} {num(r.pct_of_copy, '.1f'):>6} "
+            f"{num(r.pct_of_peak, '.1f'):>6} {num(r.speedup_vs_native, '.2f'):>8}"
+            + (f"  {r.note}" if r.note else ""))
+    return "\n".join(lines)
+
+
+def write_outputs(output: Path, meta: dict, result: dict) -> List[Path]:
+    output.mkdir(parents=True, exist_ok=True)
+    rows = [dataclasses.asdict(r) for r in result["rows"]]
+    document = {**meta, "copy_bandwidth_gbps": result["copy_gbps"],
+                "nominal_peak": result["nominal_peak"], "rows": rows}
+    paths = [output / "results.json", output / "results.csv", output / "gbps.png",
+             output / "speedup.png"]
+    paths[0].write_text(json.dumps(document, indent=1) + "\n")
+    with paths[1].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["device", "date", *rows[0].keys()])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({"device": meta["device"], "date": meta["date"], **row})
+    _plot(paths[2], paths[3], meta, result)
+    return paths
+
+
+def _plot(gbps_path: Path, speedup_path: Path, meta: dict, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    cases = list(dict.fromkeys(r.case for r in rows))
+    dtypes = list(dict.fromkeys(r.dtype for r in rows))
+    title = f"{meta['device']} ({meta['date'][:10]})" + ("  [CPU interpreter: not kernel " \
+        "performance]" if meta["interpreter"] else "")
+    for path, metric, reference_line in ((gbps_path, "gbps", result["copy_gbps"]),
+                                         (speedup_path, "speedup_vs_native", 1.0)):
+        figure, axes = plt.subplots(len(cases), len(dtypes), squeeze=False,
+                                    figsize=(4.5 * len(dtypes), 3.2 * len(cases)))
+        for i, case in enumerate(cases):
+            for j, dtype in enumerate(dtypes):
+                ax = axes[i][j]
+                for provider in dict.fromkeys(r.provider for r in rows):
+                    if metric == "speedup_vs_native" and provider == "native":
+                        continue
+                    points = [(r.numel, getattr(r, metric)) for r in rows
+                              if (r.case, r.dtype, r.provider) == (case, dtype, provider)
+                              and getattr(r, metric) is not None]
+                    if points:
+                        ax.plot(*zip(*points), marker="o", label=provider)
+                ax.axhline(reference_line, color="gray", linestyle="--",
+                           label="device copy" if metric == "gbps" else "native")
+                ax.set_xscale("log", base=2)
+                ax.set_title(f"{case}, {dtype}", fontsize=9)
+                ax.set_xlabel("elements")
+                ax.set_ylabel("GB/s" if metric == "gbps" else "speed-up over native")
+                ax.legend(fontsize=7)
+        figure.suptitle(title, fontsize=10)
+        figure.tight_layout()
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+
+
+def _sizes(text: str) -> List[int]:
+    return [2 ** int(s[2:]) if s.startswith("2^") else int(s) for s in text.split(",")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", help="npu, cuda or cpu (default: the best present)")
+    parser.add_argument("--quick", action="store_true",
+                        help="few sizes; on a CPU-only machine, the interpreter end to end")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--providers", default=None,
+                        help="comma-separated of triton,auto,native,compile (default: all; "
+                             "no compile on the CPU)")
+    parser.add_argument("--sizes", type=_sizes, help="e.g. 2^10,2^20 (overrides the sweep)")
+    parser.add_argument("--max-size", type=_sizes, default=[2**28])
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device) if args.device else backends.default_device()
+    backend = backends.backend_for(device)
+    interpreter = device.type == "cpu"
+    if args.sizes:
+        sizes = args.sizes
+    elif interpreter:
+        sizes = [2**10, 2**12] if args.quick else [2**10, 2**12, 2**14]
+    else:
+        sizes = [2**k for k in (range(12, 25, 4) if args.quick else range(10, 29, 2))]
+    free = (getattr(torch, device.type).mem_get_info(device)[0] if not interpreter
+            else 8 << 30)
+    sizes = [n for n in sizes if n <= args.max_size[0] and 10 * 4 * n < free]
+    names = (args.providers.split(",") if args.providers else
+             ["triton", "auto", "native"] + ([] if interpreter else ["compile"]))
+    output = args.output or Path(__file__).parent / "results" / backend.device_name
+
+    import triton
+    meta = {
+        "device": backend.device_name, "backend": backend.name,
+        "parallel_units": backend.num_units, "interpreter": interpreter,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__, "triton": triton.__version__,
+                     "python": platform.python_version()},
+        "byte_count": "sum over grad_output, self, target and out of numel x element size",
+        "host_overhead": launcher_host_overhead(device, calls=200),
+    }
+    if device.type == "npu":
+        import torch_npu
+        meta["versions"]["torch_npu"] = torch_npu.__version__
+    if interpreter:
+        print("NOTE: no accelerator: the kernel runs in Triton's CPU interpreter. These timings "
+              "measure the interpreter, not kernel performance; only the host-overhead figure "
+              "means something here.")
+    result = run(device, args.dtypes.split(","), args.cases.split(","), sizes, names,
+                 args.quick, not args.no_progress and sys.stderr.isatty())
+    overhead = meta["host_overhead"]
+    print(f"device {meta['device']} ({meta['backend']}, {meta['parallel_units']} units), "
+          f"torch {torch.__version__}, triton {triton.__version__}, {meta['date']}")
+    print(f"device copy bandwidth: {result['copy_gbps']:.1f} GB/s; nominal peak: "
+          + (f"{result['nominal_peak']['gbps']} GB/s ({result['nominal_peak']['source']})"
+             if result["nominal_peak"] else "unknown for this device"))
+    print(f"host time per call, {overhead['numel']} elements: launcher alone (launch stubbed) "
+          f"{overhead['launcher_us']:.1f} us; native op, whole call {overhead['native_us']:.1f} us")
+    print(format_table(result["rows"]))
+    paths = write_outputs(output, meta, result)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0 if all(r.correct or r.note.startswith("did not run") for r in result["rows"]) \
+        else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The benchmark harness end to end in --quick mode (CPU interpreter), and its checks."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import bench  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("bench")
+    result = subprocess.run([sys.executable, str(BENCH / "bench.py"), "--quick", "--output",
+                             str(output), "--no-progress"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return output, result.stdout
+
+
+def test_quick_run_writes_every_output(quick_run):
+    output, stdout = quick_run
+    for name in ("results.json", "results.csv", "gbps.png", "speedup.png"):
+        assert (output / name).stat().st_size > 0
+    for name in ("gbps.png", "speedup.png"):
+        assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "not kernel performance" in stdout
+    assert "launcher alone (launch stubbed)" in stdout
+
+
+def test_results_hold_every_field_and_every_row_is_correct(quick_run):
+    output, _ = quick_run
+    data = json.loads((output / "results.json").read_text())
+    assert data["interpreter"] is True and data["device"] == "cpu"
+    assert {"torch", "triton"} <= set(data["versions"]) and data["date"]
+    assert data["copy_bandwidth_gbps"] > 0
+    assert data["host_overhead"]["launcher_us"] > 0 and data["host_overhead"]["native_us"] > 0
+    rows = data["rows"]
+    assert {r["provider"] for r in rows} == {"triton", "auto", "native"}
+    assert {r["case"] for r in rows} == set(bench.CASES)
+    assert {r["dtype"] for r in rows} == set(bench.DTYPES)
+    for row in rows:
+        assert row["correct"] is True
+        assert row["device_us"] > 0 and row["end_to_end_us"] > 0 and row["gbps"] > 0
+        assert row["device_us_p10"] <= row["device_us"] <= row["device_us_p90"]
+        assert row["speedup_vs_native"] > 0
+    with (output / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == len(rows) and {"device", "date", "gbps", "correct"} <= set(table[0])
+
+
+def test_a_wrong_provider_is_reported_wrong_and_not_timed():
+    grad, self, target = bench.make_case("mean", torch.float16, 1024, torch.device("cpu"))
+    timed = []
+
+    def sampler(fn):
+        timed.append(fn)
+        return [1.0]
+
+    def wrong(g, x, y, r):
+        return torch.ops.aten.mse_loss_backward(g, x, y, r) * 1.01
+
+    row = bench._measure("wrong", wrong, grad, self, target, 1, "mean", "float16", 1024,
+                         sampler, lambda fn: 1.0, 100.0, None)
+    assert not row.correct and row.device_us is None and "wrong" in row.note
+    assert timed == []
+
+
+@pytest.mark.parametrize("case", list(bench.CASES))
+def test_worst_ulp_finds_a_single_bad_element(case):
+    grad, self, target = bench.make_case(case, torch.float32, 1 << 12, torch.device("cpu"))
+    result = torch.ops.aten.mse_loss_backward(grad, self, target, bench.CASES[case])
+    assert bench.worst_ulp(result, grad, self, target, bench.CASES[case]) <= 4
+    result.view(-1)[-1] += 1.0  # the very last element, in the last chunk
+    assert bench.worst_ulp(result, grad, self, target, bench.CASES[case]) > 1000
+
+
+def test_bytes_moved_counts_distinct_elements():
+    grad, self, target = bench.make_case("broadcast", torch.float16, 1 << 12, torch.device("cpu"))
+    out = torch.empty(self.shape, dtype=torch.float16)
+    assert bench.bytes_moved(grad, self, target, out) == 2 * (1 + 4096 + 4 + 4096)
