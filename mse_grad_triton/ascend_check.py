@@ -326,9 +326,11 @@ def _lower_cached(ttir_text: str, ttir, options, metadata) -> Tuple[str, str]:
         return _LOWERED[digest]
     cache = _cache_dir()
     path = cache / f"{digest}.json" if cache else None
-    if path is not None and path.exists():
+    try:
         _LOWERED[digest] = tuple(json.loads(path.read_text()))
         return _LOWERED[digest]
+    except (AttributeError, OSError, ValueError):  # no cache, not cached, or unreadable
+        pass
     try:
         result = (to_linalg(ttir, options, metadata), "")
     except subprocess.CalledProcessError as error:
@@ -336,8 +338,11 @@ def _lower_cached(ttir_text: str, ttir, options, metadata) -> Tuple[str, str]:
         result = ("", message[0] if message else str(error))
     _LOWERED[digest] = result
     if path is not None:
+        # Atomically: parallel workers may lower the same kernel and read each other's files.
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result))
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(result))
+        os.replace(partial, path)
     return result
 
 

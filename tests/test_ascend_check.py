@@ -119,3 +119,15 @@ def test_gate_passes_for_every_specialisation(tmp_path):
                             env={**os.environ, "MSE_GRAD_TRITON_CACHE": str(tmp_path)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " 0 failed" in result.stdout
+
+
+def test_an_unreadable_cache_entry_is_a_miss(tmp_path):
+    case = Case("flat", F32, 1024, True)
+    check_case(case, ascend_check.DEFAULT_TARGETS)
+    entries = list(tmp_path.glob("mse-grad-triton/ascend-lowering/*.json"))
+    assert entries and not list(tmp_path.glob("**/*.tmp"))
+    for entry in entries:
+        entry.write_text("")  # as a reader would see a file another worker is writing
+    ascend_check._LOWERED.clear()
+    result = check_case(case, ascend_check.DEFAULT_TARGETS)
+    assert result.lowered and not result.problems
