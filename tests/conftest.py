@@ -1,7 +1,9 @@
-"""Markers for tests that need a device, skipped cleanly where there is none."""
+"""Shared fixtures, and markers for tests that need a device (skipped where there is none)."""
 
 import pytest
 import torch
+
+from mse_grad_triton import tables
 
 
 def _npu_available() -> bool:
@@ -26,3 +28,12 @@ def pytest_collection_modifyitems(config, items):
         for marker, (available, reason) in skips.items():
             if item.get_closest_marker(marker) and not available:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def fresh_tables(monkeypatch):
+    """No tuned table in force, before and after the test (no $MSE_GRAD_TRITON_TUNE_DIR)."""
+    monkeypatch.delenv(tables.TUNE_DIR_ENV, raising=False)
+    tables.clear_cache()
+    yield
+    tables.clear_cache()

@@ -16,12 +16,7 @@ from mse_grad_triton import configs, explain, mse_loss_backward, tables
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_tables(monkeypatch):
-    monkeypatch.delenv(tables.TUNE_DIR_ENV, raising=False)
-    tables.clear_cache()
-    yield
-    tables.clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_tables")
 
 
 def _table(device="cpu", block=256, numels=(1024, 65536), native_below=None):

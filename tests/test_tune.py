@@ -9,13 +9,7 @@ import torch
 from mse_grad_triton import explain, launcher, mse_loss_backward, tables, tune
 from mse_grad_triton.testing import assert_ulp_close, make, reference
 
-
-@pytest.fixture(autouse=True)
-def fresh_tables(monkeypatch):
-    monkeypatch.delenv(tables.TUNE_DIR_ENV, raising=False)
-    tables.clear_cache()
-    yield
-    tables.clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_tables")
 
 
 class FakeClock:
