@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from mse_grad_triton import backends, mse_loss_backward
-from mse_grad_triton.testing import ulp_distance
+from mse_grad_triton.testing import max_ulp_error
 from mse_grad_triton.timing import device_sampler, host_timer, synchronize
 from mse_grad_triton.tune import Progress
 
@@ -81,22 +81,6 @@ def bytes_moved(grad, self, target, out) -> int:
     """Bytes the op must move: each input's distinct elements read once, the result written
     once (a 0-d grad_output or a broadcast target is read at its own size)."""
     return sum(t.numel() * t.element_size() for t in (grad, self, target, out))
-
-
-def worst_ulp(result, grad, self, target, reduction: int) -> float:
-    """Worst ULP distance of ``result`` from the float64 reference, in chunks of rows on the
-    CPU (so that 2^28-element results need no 2^28-element float64 copies)."""
-    scale = 2.0 / self.numel() if reduction == 1 else 2.0
-    shape = result.shape
-    views = [t.expand(shape) for t in (grad, self, target)]
-    row_elements = result[0].numel() if result.dim() > 1 else 1
-    step = max(1, (1 << 22) // row_elements)
-    worst = 0.0
-    for start in range(0, shape[0], step):
-        g, x, y = (v[start:start + step].cpu().double() for v in views)
-        expected = g * ((x - y) * scale)
-        worst = max(worst, ulp_distance(result[start:start + step].cpu(), expected).max().item())
-    return worst
 
 
 def providers(device: torch.device, names: List[str]) -> Dict[str, Callable]:
@@ -209,7 +193,7 @@ def _measure(name, fn, grad, self, target, reduction, case, dtype_name, numel, s
     except Exception as error:  # e.g. torch.compile without a working backend
         return Row(case, dtype_name, numel, name, False, float("nan"),
                    note=f"did not run: {type(error).__name__}: {str(error).splitlines()[0][:120]}")
-    ulp = worst_ulp(result, grad, self, target, reduction)
+    ulp = max_ulp_error(result, grad, self, target, reduction)
     row = Row(case, dtype_name, numel, name, ulp <= WRONG_BEYOND_ULP[self.dtype], ulp)
     if not row.correct:
         row.note = "wrong result: not timed"

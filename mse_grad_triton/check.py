@@ -17,7 +17,7 @@ import torch
 
 from . import mse_loss_backward
 from .backends import default_device
-from .testing import MAX_ULP, REDUCTION_CODES, make, reference, ulp_distance
+from .testing import MAX_ULP, REDUCTION_CODES, make, max_ulp_error
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 Inputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -39,22 +39,17 @@ def layouts(rows: int, cols: int) -> Dict[str, Callable[[torch.dtype], Inputs]]:
     }
 
 
-def _worst(result: torch.Tensor, expected: torch.Tensor) -> float:
-    return ulp_distance(result.cpu(), expected).max().item()
-
-
 def run_check(device: torch.device, rows: int, cols: int) -> List[dict]:
     """One record per dtype x reduction x layout."""
     records = []
     for dtype in DTYPES:
         for reduction in ("none", "mean", "sum"):
             for name, build in layouts(rows, cols).items():
-                cpu_inputs = build(dtype)
-                inputs = [t.to(device) for t in cpu_inputs]
-                expected = reference(*cpu_inputs, reduction)
-                kernel = _worst(mse_loss_backward(*inputs, reduction), expected)
-                native = _worst(torch.ops.aten.mse_loss_backward(
-                    *inputs, REDUCTION_CODES[reduction]), expected)
+                inputs = [t.to(device) for t in build(dtype)]
+                kernel = max_ulp_error(mse_loss_backward(*inputs, reduction), *inputs,
+                                       reduction)
+                native = max_ulp_error(torch.ops.aten.mse_loss_backward(
+                    *inputs, REDUCTION_CODES[reduction]), *inputs, reduction)
                 records.append(dict(dtype=str(dtype).replace("torch.", ""), reduction=reduction,
                                     layout=name, kernel_ulp=kernel, native_ulp=native,
                                     passed=kernel <= MAX_ULP[dtype]))

@@ -43,6 +43,24 @@ def ulp_distance(result: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
     return torch.where(finite | same_special, distance, torch.full_like(actual, float("inf")))
 
 
+def max_ulp_error(result: torch.Tensor, grad_output: torch.Tensor, self: torch.Tensor,
+                  target: torch.Tensor, reduction, chunk_elements: int = 1 << 22) -> float:
+    """Worst ULP distance of ``result`` (any device) from the float64 reference of the same
+    inputs, computed on the CPU a block of leading-dimension slices at a time, so that large
+    device tensors need no full-size float64 copies."""
+    scale = 2.0 / self.numel() if REDUCTION_CODES[reduction] == 1 else 2.0
+    if result.dim() == 0:
+        result = result.reshape(1)
+    views = [t.expand(result.shape) for t in (grad_output, self, target)]
+    step = max(1, chunk_elements // max(1, result[0].numel()))
+    worst = 0.0
+    for start in range(0, result.shape[0], step):
+        g, x, y = (v[start:start + step].cpu().double() for v in views)
+        distance = ulp_distance(result[start:start + step].cpu(), g * ((x - y) * scale))
+        worst = max(worst, distance.max().item() if distance.numel() else 0.0)
+    return worst
+
+
 def assert_ulp_close(result: torch.Tensor, expected: torch.Tensor, max_ulp=None) -> float:
     """Assert result is within MAX_ULP[result.dtype] of expected; returns the worst distance."""
     max_ulp = MAX_ULP[result.dtype] if max_ulp is None else max_ulp

@@ -72,15 +72,6 @@ def test_a_wrong_provider_is_reported_wrong_and_not_timed():
     assert timed == []
 
 
-@pytest.mark.parametrize("case", list(bench.CASES))
-def test_worst_ulp_finds_a_single_bad_element(case):
-    grad, self, target = bench.make_case(case, torch.float32, 1 << 12, torch.device("cpu"))
-    result = torch.ops.aten.mse_loss_backward(grad, self, target, bench.CASES[case])
-    assert bench.worst_ulp(result, grad, self, target, bench.CASES[case]) <= 4
-    result.view(-1)[-1] += 1.0  # the very last element, in the last chunk
-    assert bench.worst_ulp(result, grad, self, target, bench.CASES[case]) > 1000
-
-
 def test_bytes_moved_counts_distinct_elements():
     grad, self, target = bench.make_case("broadcast", torch.float16, 1 << 12, torch.device("cpu"))
     out = torch.empty(self.shape, dtype=torch.float16)

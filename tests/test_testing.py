@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mse_grad_triton.testing import assert_ulp_close, reference, ulp_distance
+from mse_grad_triton.testing import assert_ulp_close, make, max_ulp_error, reference, ulp_distance
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
@@ -41,3 +41,13 @@ def test_reference_mean_divides_by_self_numel():
                                                                          dtype=torch.float64))
     assert torch.equal(reference(grad, self, target, "sum"), torch.full((3, 4), 2.0,
                                                                         dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shapes", [([], [1 << 12], [1 << 12]), ([], [64, 64], [64, 1]),
+                                    ([64, 64], [64, 64], [64])], ids=str)
+def test_max_ulp_error_in_chunks_finds_a_single_bad_element(shapes):
+    grad, self, target = (make(s, torch.float32, i) for i, s in enumerate(shapes))
+    result = torch.ops.aten.mse_loss_backward(grad, self, target, 1)
+    assert max_ulp_error(result, grad, self, target, "mean", chunk_elements=100) <= 4
+    result.view(-1)[-1] += 1.0  # the very last element, in the last chunk
+    assert max_ulp_error(result, grad, self, target, "mean", chunk_elements=100) > 1000
