@@ -35,12 +35,13 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import backends, configs, launcher
+from . import backends, configs, launcher, tables
 from .kernels import MAX_OUTER_DIMS, mse_loss_backward_kernel
 
 # One A2 (910B) and one A3 (910_93) target by default; --targets all adds every 910B variant.
@@ -130,8 +131,8 @@ class Result:
 def enumerate_cases(full: bool) -> List[Case]:
     """The specialisations to check.
 
-    Default: every layout x the uniform dtypes x every candidate tile size (with and without
-    multibuffer where it fits), plus every dtype combination the API accepts on NPU
+    Default: every layout x the uniform dtypes x every candidate and shipped tile size (with
+    and without multibuffer where it fits), plus every dtype combination the API accepts on NPU
     (3**4) for the flat, scalar-grad and broadcast layouts at the default tile size.
     ``full``: every dtype combination for every layout and tile size.
     """
@@ -166,10 +167,25 @@ def _itemsizes(layout_name: str, dtypes, negated: bool = False) -> Tuple[List[in
 
 
 def _configs_for(layout_name: str, dtypes) -> List[configs.KernelConfig]:
+    """The tuner's candidates for these item sizes, and every config of a shipped table."""
     inputs, out = _itemsizes(layout_name, dtypes)
     unique = {(c.block_size, c.multibuffer): c
-              for c in configs.candidate_configs("npu", inputs, out)}
+              for c in configs.candidate_configs("npu", inputs, out) + shipped_configs()}
     return list(unique.values())
+
+
+def shipped_configs() -> List[configs.KernelConfig]:
+    """The configs of every table shipped in ``tune_configs/`` (a table the launcher would not
+    load is skipped with its warning)."""
+    found = []
+    for path in sorted(tables.shipped_dir().glob("*.json")):
+        try:
+            table = tables.parse_table(path, path.stem)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            warnings.warn(f"ascend_check: skipping shipped table {path}: {error}", stacklevel=2)
+            continue
+        found += [c for _, entries in table.buckets.values() for c in entries]
+    return found
 
 
 def _default_block(layout_name: str, dtypes, negated: bool = False) -> int:

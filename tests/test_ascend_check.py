@@ -131,3 +131,20 @@ def test_an_unreadable_cache_entry_is_a_miss(tmp_path):
     ascend_check._LOWERED.clear()
     result = check_case(case, ascend_check.DEFAULT_TARGETS)
     assert result.lowered and not result.problems
+
+
+def test_shipped_table_configs_are_checked(tmp_path, monkeypatch):
+    import json
+
+    from mse_grad_triton import tables
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "Ascend910B3.json").write_text(json.dumps({
+        "format": tables.FORMAT, "device": "Ascend910B3", "native_below": {},
+        "entries": [{"dtype": "float16", "path": "flat", "numel": 1 << 20,
+                     "config": {"block_size": 512, "programs_per_unit": 1, "num_warps": 4,
+                                "multibuffer": False}}]}))
+    monkeypatch.setattr(tables, "shipped_dir", lambda: shipped)
+    assert [c.block_size for c in ascend_check.shipped_configs()] == [512]
+    cases = ascend_check.enumerate_cases(full=False)
+    assert any(c.block_size == 512 and not c.multibuffer for c in cases)
