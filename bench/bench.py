@@ -38,9 +38,8 @@ import torch
 from mse_grad_triton import backends, mse_loss_backward
 from mse_grad_triton.testing import max_ulp_error
 from mse_grad_triton.timing import device_sampler, host_timer, synchronize
-from mse_grad_triton.tune import Progress
+from mse_grad_triton.tune import DTYPES, Progress, bytes_moved, parse_sizes
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CASES = {"none": 0, "mean": 1, "broadcast": 1, "transposed": 1}  # case -> reduction code
 ROW = 1024  # columns of the 2-D cases
 # A result further than this from the float64 reference is wrong (the kernel's own budget,
@@ -75,12 +74,6 @@ def make_case(case: str, dtype: torch.dtype, numel: int, device: torch.device):
     if case == "transposed":
         return values(), values(ROW, rows).t(), values(rows, ROW)
     raise ValueError(f"unknown case {case!r}")
-
-
-def bytes_moved(grad, self, target, out) -> int:
-    """Bytes the op must move: each input's distinct elements read once, the result written
-    once (a 0-d grad_output or a broadcast target is read at its own size)."""
-    return sum(t.numel() * t.element_size() for t in (grad, self, target, out))
 
 
 def providers(device: torch.device, names: List[str]) -> Dict[str, Callable]:
@@ -289,10 +282,6 @@ def _plot(gbps_path: Path, speedup_path: Path, meta: dict, result: dict) -> None
         plt.close(figure)
 
 
-def _sizes(text: str) -> List[int]:
-    return [2 ** int(s[2:]) if s.startswith("2^") else int(s) for s in text.split(",")]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", help="npu, cuda or cpu (default: the best present)")
@@ -303,8 +292,8 @@ def main(argv=None) -> int:
     parser.add_argument("--providers", default=None,
                         help="comma-separated of triton,auto,native,compile (default: all; "
                              "no compile on the CPU)")
-    parser.add_argument("--sizes", type=_sizes, help="e.g. 2^10,2^20 (overrides the sweep)")
-    parser.add_argument("--max-size", type=_sizes, default=[2**28])
+    parser.add_argument("--sizes", type=parse_sizes, help="e.g. 2^10,2^20 (overrides the sweep)")
+    parser.add_argument("--max-size", type=parse_sizes, default=[2**28])
     parser.add_argument("--output", type=Path)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

@@ -109,7 +109,9 @@ class _InterpretedKernel:
     _patched = (tl, tl.core, tl.math, tl.tensor, tl.dtype)
 
     def __init__(self, kernel: triton.runtime.JITFunction):
-        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
+
+        self._builder = interpreter_builder
 
         module_globals = kernel.fn.__globals__
         twin_globals = dict(module_globals)
@@ -122,12 +124,10 @@ class _InterpretedKernel:
         self._interpreted = twin_globals[kernel.fn.__name__]
 
     def __getitem__(self, grid):
-        from triton.runtime.interpreter import interpreter_builder
-
         def launch(*args, **kwargs):
             with self._lock:
                 saved = [dict(vars(namespace)) for namespace in self._patched]
-                interpreter_builder.cast_impl = _cast_bfloat16_like_hardware
+                self._builder.cast_impl = _cast_bfloat16_like_hardware
                 try:
                     with warnings.catch_warnings():
                         # numpy inside the interpreter: its own deprecations, and IEEE
@@ -136,7 +136,7 @@ class _InterpretedKernel:
                         warnings.simplefilter("ignore", RuntimeWarning)
                         self._interpreted[grid](*args, **kwargs)
                 finally:
-                    del interpreter_builder.cast_impl
+                    del self._builder.cast_impl
                     for namespace, before in zip(self._patched, saved):
                         _restore(namespace, before)
         return launch

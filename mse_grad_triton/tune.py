@@ -233,7 +233,8 @@ def format_summary(table: dict) -> str:
     return "\n".join(lines)
 
 
-def _sizes(text: str) -> List[int]:
+def parse_sizes(text: str) -> List[int]:
+    """Sizes from "2^16,2^20" or "65536,1048576"."""
     return [2 ** int(s[2:]) if s.startswith("2^") else int(s) for s in text.split(",")]
 
 
@@ -243,7 +244,7 @@ def main(argv=None, timer: Optional[Timer] = None,
     parser.add_argument("--device", help="npu, cuda or cpu (default: the best present)")
     parser.add_argument("--dtypes", default=",".join(DTYPES))
     parser.add_argument("--paths", default=",".join(tables.PATHS))
-    parser.add_argument("--sizes", type=_sizes, help="e.g. 2^16,2^20 or 65536,1048576")
+    parser.add_argument("--sizes", type=parse_sizes, help="e.g. 2^16,2^20 or 65536,1048576")
     parser.add_argument("--quick", action="store_true", help="three sizes instead of eight")
     parser.add_argument("--output", type=Path, default=Path("tune_configs"),
                         help="folder for <device>.json (default: ./tune_configs)")
