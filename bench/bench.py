@@ -14,8 +14,9 @@ reference first; a wrong one is reported as wrong and not timed.
 Per row: device time (device events around one call, L2 flushed, warm-up excluded; median and
 10th-90th percentile), end-to-end host time per call (synchronised wall clock over many
 calls), GB/s from the bytes the op must move, % of this device's copy bandwidth (measured in
-the same run), % of the nominal peak, and speed-up over the native op. Also the launcher's own
-host time per call (launch stubbed) next to the native op's full call on a tiny tensor.
+the same run), % of the nominal peak, and speed-up over the native op. Also the host path
+(``host_path.py``): a training step against stock PyTorch, and on a machine without a GPU the
+launch path through upstream Triton's real dispatch with the driver stubbed.
 
 Writes results.json, results.csv, gbps.png and speedup.png to --output (default
 bench/results/<device>) and prints a table. With --quick on a CPU-only machine the kernel runs
@@ -33,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import host_path
 import torch
 
 from mse_grad_triton import backends, mse_loss_backward
@@ -118,26 +120,6 @@ def measure_copy_bandwidth(device: torch.device, nbytes: int) -> float:
     seconds = statistics.median(device_sampler(device, warmup=3, repeat=10)(
         lambda: dst.copy_(src)))
     return 2 * nbytes / seconds / 1e9
-
-
-def launcher_host_overhead(device: torch.device, calls: int) -> Dict[str, float]:
-    """The launcher's own time per call (validation, layout, config lookup, argument building;
-    the kernel launch stubbed) and the native op's full call, on a 16-element tensor."""
-    grad, self, target = (torch.ones(shape, device=device) for shape in ((), (16,), (16,)))
-    backend = backends.backend_for(device)
-
-    class NoLaunch:
-        def __getitem__(self, grid):
-            return lambda *args, **kwargs: None
-
-    timer = host_timer(device, calls=calls, repeat=5)
-    backends._backends[device] = dataclasses.replace(backend, kernel=NoLaunch())
-    try:
-        launcher_s = timer(lambda: mse_loss_backward(grad, self, target, backend="triton"))
-    finally:
-        backends._backends[device] = backend
-    native_s = timer(lambda: torch.ops.aten.mse_loss_backward(grad, self, target, 1))
-    return {"numel": 16, "launcher_us": launcher_s * 1e6, "native_us": native_s * 1e6}
 
 
 def nominal_peak(device_name: str) -> Optional[dict]:
@@ -322,7 +304,6 @@ def main(argv=None) -> int:
         "versions": {"torch": torch.__version__, "triton": triton.__version__,
                      "python": platform.python_version()},
         "byte_count": "sum over grad_output, self, target and out of numel x element size",
-        "host_overhead": launcher_host_overhead(device, calls=200),
     }
     if device.type == "npu":
         import torch_npu
@@ -333,15 +314,15 @@ def main(argv=None) -> int:
               "means something here.")
     result = run(device, args.dtypes.split(","), args.cases.split(","), sizes, names,
                  args.quick, not args.no_progress and sys.stderr.isatty())
-    overhead = meta["host_overhead"]
+    # Host path (CPU tensors; the driver stub only where Triton's CUDA launcher can take it).
+    meta["host_path"] = host_path.measure(args.quick, driver_stub=interpreter)
     print(f"device {meta['device']} ({meta['backend']}, {meta['parallel_units']} units), "
           f"torch {torch.__version__}, triton {triton.__version__}, {meta['date']}")
     print(f"device copy bandwidth: {result['copy_gbps']:.1f} GB/s; nominal peak: "
           + (f"{result['nominal_peak']['gbps']} GB/s ({result['nominal_peak']['source']})"
              if result["nominal_peak"] else "unknown for this device"))
-    print(f"host time per call, {overhead['numel']} elements: launcher alone (launch stubbed) "
-          f"{overhead['launcher_us']:.1f} us; native op, whole call {overhead['native_us']:.1f} us")
     print(format_table(result["rows"]))
+    print(host_path.format_report(meta["host_path"]))
     paths = write_outputs(output, meta, result)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0 if all(r.correct or r.note.startswith("did not run") for r in result["rows"]) \

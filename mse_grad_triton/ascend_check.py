@@ -25,7 +25,6 @@ structured, overflows the UB, or moves more than the minimum.
 
 import argparse
 import concurrent.futures
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -41,8 +40,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import backends, configs, launcher, tables
-from .kernels import MAX_OUTER_DIMS, mse_loss_backward_kernel
+from . import backends, configs, launcher, tables, triton_compat
+from .kernels import MAX_OUTER_DIMS
 
 # One A2 (910B) and one A3 (910_93) target by default; --targets all adds every 910B variant.
 DEFAULT_TARGETS = ("Ascend910B3", "Ascend910_93")
@@ -197,8 +196,7 @@ def _default_block(layout_name: str, dtypes, negated: bool = False) -> int:
 
 def _plan(case: Case):
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
-    backend = backends.Backend("npu", "Ascend910B3", VECTOR_CORES, mse_loss_backward_kernel,
-                               False, contextlib.nullcontext)
+    backend = backends.Backend("npu", "Ascend910B3", VECTOR_CORES, False)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer)
     # The target's gradient has the output's shape and strides, in the target's dtype.
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
@@ -207,45 +205,18 @@ def _plan(case: Case):
 
 
 def specialise(kernel, args: Sequence, constexprs: dict, target: str):
-    """The ``ASTSource`` triton-ascend's JIT would compile for ``kernel[grid](*args, ...)``."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import make_backend
-    from triton.compiler.compiler import ASTSource
-
-    backend = make_backend(GPUTarget("npu", target, 0))
-    if kernel.binder is None:
-        kernel.create_binder(backend)
-    bound_args, sig_and_spec, *_ = kernel.binder(*args, **constexprs)
-    values = tuple(bound_args.values())
-    keys = [kernel.params[i].name for i in kernel.non_constexpr_indices]
-    signature = dict(zip(keys, sig_and_spec[:len(keys)]))
-    attrs = backend.get_attrs_descriptor(kernel.params, values)
-    constant_params = attrs.get_constants()
-    constants = {p.name: v for v, p in zip(values, kernel.params)
-                 if p.is_constexpr or p.num in constant_params or v is None}
-    return ASTSource(kernel, signature, constants, attrs), backend
+    """What triton-ascend's JIT would compile for ``kernel[grid](*args, **constexprs)``."""
+    return triton_compat.specialise(kernel, args, constexprs, triton_compat.target("npu", target))
 
 
-def to_ttir(source, backend) -> Tuple[str, object, dict]:
-    """Triton IR after triton-ascend's TTIR passes, with the options and metadata used."""
-    from triton._C.libtriton import ir
-    from triton.backends.ascend import compiler as ascend_compiler
-
-    options = backend.parse_options({})
-    context = ir.context()
-    ir.load_dialects(context)
-    backend.load_dialects(context)
-    module = source.make_ir(options, backend.get_codegen_implementation(),
-                            backend.get_module_map(), context)
-    metadata = {"hash": "ascend-check", "target": backend.target, **options.__dict__}
-    return ascend_compiler.make_ttir(module, metadata, options), options, metadata
+def to_ttir(spec) -> Tuple[object, dict]:
+    """Triton IR after triton-ascend's TTIR passes, with the metadata used."""
+    return triton_compat.ascend_ttir(spec)
 
 
-def to_linalg(ttir, options, metadata) -> str:
+def to_linalg(spec, ttir, metadata) -> str:
     """triton-adapter-opt's lowering to Linalg/HIVM, as triton-ascend runs it."""
-    from triton.backends.ascend import compiler as ascend_compiler
-
-    return ascend_compiler.ttir_to_linalg(ttir, metadata, options, named_ops=True)
+    return triton_compat.ascend_linalg(ttir, spec, metadata)
 
 
 # --- reading the lowered kernel ----------------------------------------------------------
@@ -274,7 +245,9 @@ def classify(linalg: str, num_pointers: int) -> Accesses:
     The lowered function takes runtime arguments (``memref<?xi8>``) before the kernel's own
     pointers, which follow in order. An element access (``memref.load``/``store``) inside a
     constant-bound unit-step ``scf.for`` is a per-lane loop: unstructured; elsewhere it is a
-    scalar access.
+    scalar access. Transfers and buffers are counted per tile body (each region directly in
+    the function: the flat kernel has two, its loop over full tiles and its masked last tile);
+    the body that moves the most is reported, plus what the function does outside them.
     """
     lines = linalg.splitlines()
     signature = next(line for line in lines if "func.func" in line)
@@ -284,34 +257,46 @@ def classify(linalg: str, num_pointers: int) -> Accesses:
 
     root: Dict[str, Tuple[int, int]] = {}  # memref value -> (pointer index, cast elements)
     kinds: Dict[int, set] = {i: set() for i in range(num_pointers)}
-    block_bytes = {i: 0 for i in range(num_pointers)}
-    tile_bytes = 0
+    # tile body (0: outside any) -> pointer index -> bytes moved; body -> buffer bytes
+    moved: Dict[int, Dict[int, int]] = {0: {i: 0 for i in range(num_pointers)}}
+    buffers: Dict[int, int] = {0: 0}
     regions: List[bool] = []               # enclosing regions: is each a per-lane loop?
+    body = 0
     for line in lines:
         defined = _DEF.match(line)
         uses = [v for v in _VALUE.findall(line[defined.end():] if defined else line)]
+        transfer = None
         if (cast := _CAST_SIZE.search(line)) and cast.group(1) in index_of:
             root[defined.group(1)] = (index_of[cast.group(1)], int(cast.group(2)))
         elif defined and "memref.subview" in line and uses and uses[0] in root:
             root[defined.group(1)] = root[uses[0]]
         elif alloc := _ALLOC.search(line):
-            tile_bytes += int(alloc.group(1)) * _BYTES[alloc.group(2)]
+            buffers[body] += int(alloc.group(1)) * _BYTES[alloc.group(2)]
         elif "memref.copy" in line and uses and uses[0] in root:
-            index, elements = root[uses[0]]
-            kinds[index].add("B")
-            block_bytes[index] += elements * itemsize[index]
+            transfer = root[uses[0]]
         elif "materialize_in_destination" in line and len(uses) > 1 and uses[1] in root:
-            index, elements = root[uses[1]]
-            kinds[index].add("B")
-            block_bytes[index] += elements * itemsize[index]
+            transfer = root[uses[1]]
         elif "memref.load" in line or "memref.store" in line:
             for value in uses:
                 if value in root:
                     kinds[root[value][0]].add("U" if any(regions) else "S")
+        if transfer is not None:
+            index, elements = transfer
+            kinds[index].add("B")
+            moved[body][index] += elements * itemsize[index]
         if line.rstrip().endswith("{"):
             regions.append(bool(_LANE_LOOP.search(line)))
+            if len(regions) == 3:  # module { func { region {: a new tile body
+                body = len(moved)
+                moved[body], buffers[body] = {i: 0 for i in range(num_pointers)}, 0
         elif line.lstrip().startswith("}") and regions:
             regions.pop()
+            if len(regions) < 3:
+                body = 0
+    heaviest = max(moved, key=lambda b: (sum(moved[b].values()), buffers[b]) if b else (-1, -1))
+    block_bytes = {i: moved[0][i] + (moved[heaviest][i] if heaviest else 0)
+                   for i in range(num_pointers)}
+    tile_bytes = buffers[0] + max((buffers[b] for b in buffers if b), default=0)
     return Accesses({i: _kind(k) for i, k in kinds.items()}, block_bytes, tile_bytes)
 
 
@@ -332,7 +317,7 @@ def _cache_dir() -> Optional[Path]:
     return Path(root) / "mse-grad-triton" / "ascend-lowering" if root else None
 
 
-def _lower_cached(ttir_text: str, ttir, options, metadata) -> Tuple[str, str]:
+def _lower_cached(ttir_text: str, spec, ttir, metadata) -> Tuple[str, str]:
     """Linalg text (or the compiler's error) for a TTIR module, cached by the TTIR's digest:
     in memory (the A2 and A3 targets give the same TTIR) and on disk across runs."""
     import triton
@@ -348,7 +333,7 @@ def _lower_cached(ttir_text: str, ttir, options, metadata) -> Tuple[str, str]:
     except (AttributeError, OSError, ValueError):  # no cache, not cached, or unreadable
         pass
     try:
-        result = (to_linalg(ttir, options, metadata), "")
+        result = (to_linalg(spec, ttir, metadata), "")
     except subprocess.CalledProcessError as error:
         message = (error.stderr or b"").decode(errors="replace").strip().splitlines()
         result = ("", message[0] if message else str(error))
@@ -373,14 +358,14 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     itemsizes = [t.element_size() for t in tensors]
     for target in targets:
         try:
-            source, backend = specialise(mse_loss_backward_kernel,
-                                         (*tensors, *plan.scalar_args), plan.constexprs, target)
-            ttir, options, metadata = to_ttir(source, backend)
+            spec = specialise(plan.kernel, (*tensors, *plan.scalar_args), plan.constexprs,
+                              target)
+            ttir, metadata = to_ttir(spec)
         except Exception as error:  # a front-end failure is a result, not a crash
             result.error = f"{target}: {type(error).__name__}: {str(error).splitlines()[0]}"
             result.problems.append("does not build Triton IR")
             return result
-        linalg, error = _lower_cached(str(ttir), ttir, options, metadata)
+        linalg, error = _lower_cached(str(ttir), spec, ttir, metadata)
         if error:
             result.error = f"{target}: {error}"
             result.problems.append("does not lower to Linalg")

@@ -6,7 +6,8 @@
   accelerator (and without setting ``TRITON_INTERPRET``).
 
 A ``Backend`` is built once per device and cached; building it is the only place that asks a
-driver for device properties.
+driver for device properties. Compiled backends launch a kernel compiled for a plan directly,
+without Triton's per-call JIT work (``CompiledBackend``).
 """
 
 import contextlib
@@ -16,16 +17,16 @@ import re
 import threading
 import types
 import warnings
-from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from . import triton_compat
 from .configs import KernelConfig
-from .kernels import mse_loss_backward_kernel
 
 # triton-ascend's ``tl.load(..., care_padding=False)`` skips filling masked lanes (they are never
 # stored). It also keeps triton-ascend's interpreter from casting a fill value to float64, which
@@ -35,14 +36,12 @@ TRITON_HAS_CARE_PADDING = "care_padding" in inspect.signature(tl.load).parameter
 
 @dataclass(frozen=True)
 class Backend:
-    """How to launch the kernel on one device."""
+    """A device's properties for planning a launch; subclasses launch."""
 
     name: str                 # "npu", "cuda" or "cpu"
     device_name: str          # normalised, names tuned tables: Ascend910B3, NVIDIA_H100_80GB_HBM3
     num_units: int            # NPU vector cores, CUDA SMs, CPU cores
-    kernel: object            # launchable as ``kernel[grid](...)``
     supports_fp64: bool
-    device_guard: Callable[[], ContextManager]  # makes this device current for the launch
 
     def launch_options(self, config: KernelConfig) -> dict:
         """The backend's own launch keywords for ``config``."""
@@ -52,9 +51,98 @@ class Backend:
             return {"num_warps": config.num_warps}
         return {}
 
+    def launch(self, plan, operands: Tuple[torch.Tensor, ...]) -> None:
+        """Launch ``plan.kernel`` on ``operands`` (its five pointer arguments)."""
+        raise NotImplementedError(f"{self.name} backend of {self.device_name} cannot launch")
+
+
+@dataclass(frozen=True)
+class CompiledBackend(Backend):
+    """An NPU or a CUDA GPU: Triton compiles the kernel; later launches skip its JIT.
+
+    The first launch of a plan with a given pointer alignment goes through ``kernel[grid]``
+    (binder, specialisation, cache lookup, compile) and keeps the compiled kernel; later ones
+    launch it directly (``triton_compat.prepare_launch``), as FlagGems' ``LibEntry`` does.
+    That is safe because everything Triton specialises on is fixed by the plan (dtypes,
+    integer arguments: the plan is cached per geometry) except each pointer's 16-byte
+    alignment, which is part of the cache key.
+    """
+
+    device: torch.device = torch.device("cpu")
+    # The index of the process's current device; None where there is one device only (the
+    # launch never needs to switch).
+    current_device: Optional[Callable[[], int]] = None
+    device_guard: Callable[[], ContextManager] = contextlib.nullcontext
+    # The raw current stream of a device index (Triton's driver's getter).
+    current_stream: Callable[[int], int] = field(default_factory=triton_compat.stream_getter,
+                                                 compare=False)
+
+    def launch(self, plan, operands):
+        grad_output, self_, target, out, negated_out = operands
+        # Triton specialises each pointer on 16-byte alignment: part of the compiled kernel's key.
+        if (grad_output.data_ptr() | self_.data_ptr() | target.data_ptr() | out.data_ptr()
+                | negated_out.data_ptr()) & 15 == 0:
+            aligned = True
+        else:
+            aligned = tuple(t.data_ptr() % 16 == 0 for t in operands)
+        launch = plan.compiled.get(aligned)
+        if self.current_device is not None and self.current_device() != self.device.index:
+            with self.device_guard():
+                self._launch(plan, operands, aligned, launch)
+        else:
+            self._launch(plan, operands, aligned, launch)
+
+    def _launch(self, plan, operands, aligned, launch):
+        if launch is None or triton_compat.hooks_installed():
+            compiled = plan.kernel[(plan.num_programs,)](
+                *operands, *plan.scalar_args, **plan.constexprs,
+                **self.launch_options(plan.config))
+            plan.compiled[aligned] = triton_compat.prepare_launch(compiled)
+            return
+        launch(plan.num_programs, self.current_stream(self.device.index),
+               (*operands, *plan.launch_tail))
+
+
+@dataclass(frozen=True)
+class InterpretedBackend(Backend):
+    """The CPU: Triton's interpreter runs the kernel's source (tests, no accelerator)."""
+
+    kernels: Dict[object, "_InterpretedKernel"] = field(default_factory=dict, compare=False,
+                                                         hash=False)
+
+    def launch(self, plan, operands):
+        kernel = self.kernels.get(plan.kernel)
+        if kernel is None:
+            kernel = self.kernels.setdefault(plan.kernel, _InterpretedKernel(plan.kernel))
+        kernel[(plan.num_programs,)](*operands, *plan.scalar_args, **plan.constexprs)
+
 
 _backends: Dict[torch.device, Backend] = {}
 _backends_lock = threading.Lock()
+# Bumped whenever the backend in force for a device changes, so that validated calls cached
+# by the launcher (which hold their backend) are dropped.
+generation = 0
+
+
+@contextlib.contextmanager
+def overridden(device: torch.device, backend: Backend) -> Iterator[Backend]:
+    """Launch through ``backend`` for tensors on ``device`` inside the block (a stand-in that
+    records or skips launches, for tests and host-overhead measurements)."""
+    global generation
+    device = torch.device(device)
+    with _backends_lock:
+        previous = _backends.get(device)
+        _backends[device] = backend
+        generation += 1
+    try:
+        yield backend
+    finally:
+        with _backends_lock:
+            if previous is None:
+                _backends.pop(device, None)
+            else:
+                _backends[device] = previous
+            generation += 1
 
 
 def backend_for(device: torch.device) -> Backend:
@@ -76,18 +164,23 @@ def _make_backend(device: torch.device) -> Backend:
     if device.type == "npu":
         import torch_npu  # noqa: F401  (registers torch.npu; present whenever NPU tensors are)
 
+        device = torch.device("npu", device.index if device.index is not None
+                              else torch.npu.current_device())
         properties = triton.runtime.driver.active.utils.get_device_properties(device.index)
-        return Backend("npu", normalise_device_name(torch.npu.get_device_name(device.index)),
-                       properties["num_vectorcore"], mse_loss_backward_kernel, False,
-                       lambda: torch.npu.device(device))
+        name = normalise_device_name(torch.npu.get_device_name(device.index))
+        switch = torch.npu.current_device if torch.npu.device_count() > 1 else None
+        return CompiledBackend("npu", name, properties["num_vectorcore"], False, device,
+                               switch, lambda: torch.npu.device(device))
     if device.type == "cuda":
+        device = torch.device("cuda", device.index if device.index is not None
+                              else torch.cuda.current_device())
         properties = torch.cuda.get_device_properties(device)
-        return Backend("cuda", normalise_device_name(properties.name),
-                       properties.multi_processor_count, mse_loss_backward_kernel, True,
-                       lambda: torch.cuda.device(device))
+        switch = torch.cuda.current_device if torch.cuda.device_count() > 1 else None
+        return CompiledBackend("cuda", normalise_device_name(properties.name),
+                               properties.multi_processor_count, True, device,
+                               switch, lambda: torch.cuda.device(device))
     if device.type == "cpu":
-        return Backend("cpu", "cpu", os.cpu_count() or 1,
-                       _InterpretedKernel(mse_loss_backward_kernel), True, contextlib.nullcontext)
+        return InterpretedBackend("cpu", "cpu", os.cpu_count() or 1, True)
     raise ValueError(f"tensors on {device.type} devices are not supported "
                      "(supported: npu, cuda, cpu)")
 

@@ -33,7 +33,7 @@ DEFAULTS = {
     "npu": {"config": KernelConfig(block_size=0, programs_per_unit=1), "min_block_size": 1024},
     "cuda": {"config": KernelConfig(block_size=2048, programs_per_unit=4, num_warps=8),
              "min_block_size": 512},
-    "cpu": {"config": KernelConfig(block_size=1024, programs_per_unit=1), "min_block_size": 128},
+    "cpu": {"config": KernelConfig(block_size=1024, programs_per_unit=1), "min_block_size": 512},
 }
 
 
@@ -72,7 +72,7 @@ def select_config(backend: str, input_itemsizes: Sequence[int],
 
     ``backend`` is ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` and ``output_itemsizes``
     the item sizes of the tensors loaded and stored per tile. A ``tuned`` config (from the
-    device's tuned table) wins. Otherwise the default tile shrinks (down to a minimum) until
+    device's tuned table) wins. Otherwise the default tile shrinks (by 4, down to a minimum) until
     there are at least as many tiles as parallel units, so small tensors still spread over the
     device.
     """
@@ -82,8 +82,11 @@ def select_config(backend: str, input_itemsizes: Sequence[int],
     config = defaults["config"]
     block = config.block_size or largest_fitting_block(input_itemsizes, output_itemsizes,
                                                        config.multibuffer)
-    while block > defaults["min_block_size"] and num_rows * -(-row_length // block) < num_units:
-        block //= 2
+    # Shrink in steps of 4, so that at most three tile sizes (three compiled variants per
+    # dtype and path) serve every size: each is a multi-second compile on Ascend.
+    minimum = defaults["min_block_size"]
+    while block > minimum and num_rows * -(-row_length // block) < num_units:
+        block = max(minimum, block // 4)
     return replace(config, block_size=block)
 
 

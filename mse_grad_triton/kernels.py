@@ -23,12 +23,16 @@ about one program per vector core (NPU) or a few per SM (CUDA), each looping ove
 an int64 *scalar*, the per-lane part an int32 vector (int64 vector arithmetic runs as scalar
 code on Ascend A2/A3).
 
-Launch paths are constexpr specialisations of this one kernel:
-- flat: ``NUM_OUTER_DIMS == 0`` and unit inner strides (Triton specialises integer arguments
-  equal to 1 as constants), i.e. contiguous 1-D tiles;
-- scalar grad: ``SCALAR_GRAD`` loads the single ``grad_output`` element once per program;
-- strided: ``NUM_OUTER_DIMS > 0`` and/or non-unit inner strides.
-Independently, ``WRITE_NEGATED`` also stores the target's gradient (``-out``) in the same pass.
+Two thin entries share one tile body (``_gradient_tile``), so each launch pays only for the
+arguments its path uses:
+- ``mse_loss_backward_flat_kernel``: every operand contiguous over the whole output (or a
+  one-element grad_output): 8 runtime arguments. Full tiles are loaded without a mask, the
+  partial last tile with one, so 16-byte vector accesses never depend on the element count
+  (which is not specialised on: one compiled variant per tile size);
+- ``mse_loss_backward_strided_kernel``: rows with per-operand inner strides and up to
+  ``MAX_OUTER_DIMS`` outer dimensions.
+Constexpr switches: ``SCALAR_GRAD`` loads the single ``grad_output`` element once per program;
+``WRITE_NEGATED`` also stores the target's gradient (``-out``) in the same pass.
 """
 
 import triton
@@ -57,23 +61,104 @@ def _peel_outer_dim(row, size, grad_stride, self_stride, target_stride, out_stri
 
 
 @triton.jit
-def _load(pointers, mask, COMPUTE_DTYPE: tl.constexpr, SKIP_PADDING: tl.constexpr):
+def _load(pointers, mask, COMPUTE_DTYPE: tl.constexpr, SKIP_PADDING: tl.constexpr,
+          MASKED: tl.constexpr):
     """Load a tile in its stored dtype and widen it to ``COMPUTE_DTYPE``.
 
     With triton-ascend, ``care_padding=False`` skips filling masked lanes: they are never
-    stored.
+    stored. Unmasked (full) tiles let every backend use its widest transfers.
     """
-    if SKIP_PADDING:
+    if not MASKED:
+        values = tl.load(pointers)
+    elif SKIP_PADDING:
         values = tl.load(pointers, mask=mask, care_padding=False)
     else:
         values = tl.load(pointers, mask=mask)
     return values.to(COMPUTE_DTYPE)
 
 
-# ``scale_divisor`` stays a runtime integer even when it is 1 (Triton would otherwise turn it
-# into a constant), so that the float64 path can widen it with ``.to``.
+@triton.jit
+def _gradient_tile(grad, grad_pointers, self_pointers, target_pointers, out_pointers,
+                   negated_pointers, mask, scale, COMPUTE_DTYPE: tl.constexpr,
+                   SCALAR_GRAD: tl.constexpr, WRITE_NEGATED: tl.constexpr,
+                   SKIP_PADDING: tl.constexpr, MASKED: tl.constexpr):
+    """One tile: load self, target (and grad_output unless ``SCALAR_GRAD``: then ``grad`` is
+    its value), store ``grad * ((self - target) * scale)`` (and its negation)."""
+    x = _load(self_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
+    y = _load(target_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
+    if not SCALAR_GRAD:
+        grad = _load(grad_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
+    result = grad * ((x - y) * scale)
+    if MASKED:
+        tl.store(out_pointers, result.to(out_pointers.dtype.element_ty), mask=mask)
+        if WRITE_NEGATED:
+            tl.store(negated_pointers, (-result).to(negated_pointers.dtype.element_ty),
+                     mask=mask)
+    else:
+        tl.store(out_pointers, result.to(out_pointers.dtype.element_ty))
+        if WRITE_NEGATED:
+            tl.store(negated_pointers, (-result).to(negated_pointers.dtype.element_ty))
+
+
+@triton.jit
+def _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64: tl.constexpr,
+                   SCALAR_GRAD: tl.constexpr):
+    """The compute dtype's scale, and the one grad_output value when ``SCALAR_GRAD``."""
+    compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
+    if COMPUTE_FP64:
+        # triton-ascend refuses tl.cast to float64; .to is accepted by every backend.
+        scale = 2.0 / scale_divisor.to(tl.float64)
+    if SCALAR_GRAD:
+        grad = tl.load(grad_output_ptr).to(compute_dtype)
+    else:
+        grad = scale  # unused: every tile loads its own grad_output values
+    return scale, grad
+
+
+# ``numel`` is not specialised on (divisibility by 16 would double the compiled variants;
+# full tiles are unmasked anyway). ``scale_divisor`` stays a runtime integer even when it is 1
+# (Triton would otherwise turn it into a constant), so that the float64 path can widen it.
+@triton.jit(do_not_specialize=["numel", "scale_divisor"])
+def mse_loss_backward_flat_kernel(
+    grad_output_ptr,   # [numel], or one element if SCALAR_GRAD
+    self_ptr,          # [numel], contiguous
+    target_ptr,        # [numel], contiguous
+    out_ptr,           # [numel], contiguous
+    negated_out_ptr,   # WRITE_NEGATED: [numel], -out (the target's gradient)
+    scale,             # fp32: 2 / self.numel() for mean, else 2; rounded once from float64
+    scale_divisor,     # self.numel() for mean, else 1 (the float64 path's exact scale)
+    numel,             # elements of the output
+    SCALAR_GRAD: tl.constexpr,     # grad_output has one element: load it once per program
+    WRITE_NEGATED: tl.constexpr,   # also store -result (the target's gradient) in the same pass
+    SKIP_PADDING: tl.constexpr,    # triton-ascend: masked lanes need no fill value
+    COMPUTE_FP64: tl.constexpr,    # a float64 operand takes part: compute in float64
+    BLOCK_SIZE: tl.constexpr,      # elements per tile (a power of two)
+):
+    """``grad_output * (self - target) * scale`` over contiguous operands: full tiles
+    unmasked in a persistent loop, then the partial last tile, masked, by one program."""
+    compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
+    scale, grad = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
+                                 SCALAR_GRAD)
+    lanes = tl.arange(0, BLOCK_SIZE)
+    full_tiles = numel // BLOCK_SIZE
+    for tile in range(tl.program_id(0), full_tiles, tl.num_programs(0)):
+        start = tl.cast(tile, tl.int64) * BLOCK_SIZE
+        _gradient_tile(grad, grad_output_ptr + start + lanes, self_ptr + start + lanes,
+                       target_ptr + start + lanes, out_ptr + start + lanes,
+                       negated_out_ptr + start + lanes, None, scale, compute_dtype,
+                       SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False)
+    start = tl.cast(full_tiles, tl.int64) * BLOCK_SIZE
+    if (start < numel) & (tl.program_id(0) == full_tiles % tl.num_programs(0)):
+        mask = lanes < (numel - start).to(tl.int32)
+        _gradient_tile(grad, grad_output_ptr + start + lanes, self_ptr + start + lanes,
+                       target_ptr + start + lanes, out_ptr + start + lanes,
+                       negated_out_ptr + start + lanes, mask, scale, compute_dtype,
+                       SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True)
+
+
+# ``scale_divisor``: as in the flat kernel.
 @triton.jit(do_not_specialize=["scale_divisor"])
-def mse_loss_backward_kernel(
+def mse_loss_backward_strided_kernel(
     grad_output_ptr,   # broadcast to the output through its strides; one element if SCALAR_GRAD
     self_ptr,          # broadcast to the output through its strides
     target_ptr,        # broadcast to the output through its strides
@@ -105,14 +190,11 @@ def mse_loss_backward_kernel(
     """Write ``grad_output * (self - target) * scale`` for every output element (and its
     negation, the gradient for ``target``, when ``WRITE_NEGATED``)."""
     compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
-    if COMPUTE_FP64:
-        # triton-ascend refuses tl.cast to float64; .to is accepted by every backend.
-        scale = 2.0 / scale_divisor.to(tl.float64)
+    scale, grad = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
+                                 SCALAR_GRAD)
     lanes = tl.arange(0, BLOCK_SIZE)
     if WIDE_LANES:
         lanes = lanes.to(tl.int64)
-    if SCALAR_GRAD:
-        grad = tl.load(grad_output_ptr).to(compute_dtype)
 
     for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
         row = tile // tiles_per_row
@@ -153,16 +235,9 @@ def mse_loss_backward_kernel(
 
         # Compare int32 lanes against an int32 scalar: no int64 vector compare.
         mask = lanes < tl.minimum(row_length - column_start, BLOCK_SIZE).to(tl.int32)
-        x = _load(self_ptr + self_offset + lanes * self_inner_stride, mask,
-                  compute_dtype, SKIP_PADDING)
-        y = _load(target_ptr + target_offset + lanes * target_inner_stride, mask,
-                  compute_dtype, SKIP_PADDING)
-        if not SCALAR_GRAD:
-            grad = _load(grad_output_ptr + grad_offset + lanes * grad_inner_stride, mask,
-                         compute_dtype, SKIP_PADDING)
-        result = grad * ((x - y) * scale)
-        tl.store(out_ptr + out_offset + lanes * out_inner_stride,
-                 result.to(out_ptr.dtype.element_ty), mask=mask)
-        if WRITE_NEGATED:
-            tl.store(negated_out_ptr + out_offset + lanes * out_inner_stride,
-                     (-result).to(negated_out_ptr.dtype.element_ty), mask=mask)
+        _gradient_tile(grad, grad_output_ptr + grad_offset + lanes * grad_inner_stride,
+                       self_ptr + self_offset + lanes * self_inner_stride,
+                       target_ptr + target_offset + lanes * target_inner_stride,
+                       out_ptr + out_offset + lanes * out_inner_stride,
+                       negated_out_ptr + out_offset + lanes * out_inner_stride, mask, scale,
+                       compute_dtype, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True)

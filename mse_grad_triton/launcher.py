@@ -1,36 +1,48 @@
-"""The launcher: ``aclnnMseLossBackward``'s semantics on top of the one Triton kernel.
+"""The launcher: ``aclnnMseLossBackward``'s semantics on top of the Triton kernels.
 
-Data path of a call: check the arguments -> broadcast shape -> choose the backend (the kernel,
-or the native op below a tuned crossover) -> allocate the output (the only tensor operation)
--> describe the four operands as coalesced rows (``layout``) -> pick a configuration (tuned
-table or default, ``configs``) -> one kernel launch. Inputs are read in place through their
-strides: no copies, no casts, no host synchronisation.
+Data path of a call:
+
+1. look up the call's geometry (every operand's shape, strides, dtype and device, the
+   reduction, the policy) in a cache; the first time, run every metadata check (``validation``),
+   broadcast, choose the native op or the kernel (tuned crossover), describe the operands as
+   coalesced rows (``layout``), pick a configuration (``configs``/``tables``) and plan the
+   launch; a refused call raises here, before anything runs;
+2. per call, check what can change between calls of one geometry: memory overlap of ``out``
+   with the inputs (data pointers);
+3. allocate the output (the only tensor operation) and launch once (``backends``: after the
+   first launch of a plan, the compiled kernel is launched directly).
+
+Inputs are read in place through their strides: no copies, no casts, no host synchronisation.
 """
 
 import math
-from dataclasses import dataclass, replace
-from typing import Dict, Optional, Tuple, Union
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from . import backends, configs, layout, tables, validation
-from .kernels import MAX_OUTER_DIMS
+from . import backends, configs, layout, tables, triton_compat, validation
+from .kernels import MAX_OUTER_DIMS, mse_loss_backward_flat_kernel, mse_loss_backward_strided_kernel
 from .layout import Layout
 
 _INT32_LIMIT = 2**31
-BACKENDS = ("auto", "triton", "native")
+POLICIES = ("auto", "triton", "native")
 _DTYPE_NAMES = {dtype: str(dtype).replace("torch.", "") for dtype in validation.SUPPORTED_DTYPES}
 
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """Everything a launch needs besides the tensors: arguments, constexprs and grid."""
+    """Everything a launch needs besides the tensors: kernel, arguments, constexprs, grid."""
 
     layout: Layout
     config: configs.KernelConfig
     num_programs: int
+    kernel: object             # the @triton.jit entry: flat or strided
     scalar_args: Tuple         # the kernel's arguments after the five pointers, in order
     constexprs: dict
+    launch_tail: Tuple         # scalar_args as a compiled kernel's launcher takes them
+    # Compiled kernels by pointer alignment (filled by CompiledBackend.launch).
+    compiled: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def path(self) -> str:
@@ -54,13 +66,15 @@ class Explanation:
 
 @dataclass(frozen=True)
 class _Call:
-    """A validated call: reduction code, result shape, device backend, and the decision."""
+    """A validated call geometry: reduction code, result shape, device backend, the decision,
+    and the launch plan (kernel path, non-empty result)."""
 
     reduction: int
     shape: Tuple[int, ...]
-    device: backends.Backend
+    device_backend: backends.Backend
     native: bool
     reason: str
+    plan: Optional[LaunchPlan] = None
 
 
 def mse_loss_backward(
@@ -98,18 +112,31 @@ def mse_loss_backward(
     Raises:
         TypeError, ValueError: naming the offending argument, before anything is written.
     """
-    call = _validate(grad_output, self, target, reduction, out, backend)
+    return _run(grad_output, self, target, reduction, out, backend, None)
+
+
+def _run(grad_output, self, target, reduction, out, policy, native_kernel: Optional[Callable]):
+    """``mse_loss_backward``; ``native_kernel`` (PyTorch's own kernel, fetched before an
+    override was installed) replaces ``aten::mse_loss_backward`` for the native op."""
+    call = _call(grad_output, self, target, reduction, out, policy, False)
+    if out is not None:
+        validation.check_out_memory(out, grad_output, self, target)
     if call.native:
-        if out is None:
-            return torch.ops.aten.mse_loss_backward(grad_output, self, target, call.reduction)
-        return torch.ops.aten.mse_loss_backward.grad_input(grad_output, self, target,
-                                                           call.reduction, grad_input=out)
+        return _native(grad_output, self, target, call.reduction, out, native_kernel)
     if out is None:
         out = torch.empty(call.shape, dtype=self.dtype, device=self.device)
-    if out.numel() == 0:
-        return out
-    launch(grad_output, self, target, out, call.reduction, call.device)
+    if call.plan is not None:
+        call.device_backend.launch(call.plan, (grad_output, self, target, out, out))
     return out
+
+
+def _native(grad_output, self, target, reduction, out, native_kernel):
+    if native_kernel is not None:
+        return native_kernel(grad_output, self, target, reduction, out)
+    if out is None:
+        return torch.ops.aten.mse_loss_backward(grad_output, self, target, reduction)
+    return torch.ops.aten.mse_loss_backward.grad_input(grad_output, self, target, reduction,
+                                                       grad_input=out)
 
 
 def mse_loss_backward_pair(
@@ -126,49 +153,76 @@ def mse_loss_backward_pair(
     have as many elements (as after ``F.mse_loss``'s broadcast); for ``mean`` they must.
     Arguments and checks as ``mse_loss_backward``.
     """
-    call = _validate(grad_output, self, target, reduction, None, backend)
-    if call.reduction == 1 and self.numel() != target.numel():
-        raise ValueError(f"self ({self.numel()} elements) and target ({target.numel()}) must "
-                         "have as many elements for mean: each one's gradient divides by it")
+    call = _call(grad_output, self, target, reduction, None, backend, True)
     if call.native:
         grad_self = torch.ops.aten.mse_loss_backward(grad_output, self, target, call.reduction)
         return grad_self, torch.ops.aten.neg(grad_self).to(target.dtype)
     grad_self = torch.empty(call.shape, dtype=self.dtype, device=self.device)
     grad_target = torch.empty(call.shape, dtype=target.dtype, device=self.device)
-    if grad_self.numel():
-        launch(grad_output, self, target, grad_self, call.reduction, call.device,
-               negated_out=grad_target)
+    if call.plan is not None:
+        call.device_backend.launch(call.plan, (grad_output, self, target, grad_self,
+                                               grad_target))
     return grad_self, grad_target
 
 
-# Launch plans by operand geometry: a training loop calls with the same shapes, strides and
-# dtypes every step, so planning runs once per geometry (bounded; dict access is atomic).
+# Validated calls by geometry: a training loop calls with the same shapes, strides and dtypes
+# every step, so checks and planning run once per geometry (bounded; dict access is atomic).
+_calls: Dict[tuple, _Call] = {}
+# Launch plans for explicit configurations (the tuner), by geometry and config.
 _plans: Dict[tuple, LaunchPlan] = {}
-_MAX_PLANS = 1024
+_MAX_CACHED = 1024
+
+
+def clear_caches() -> None:
+    """Forget validated calls and plans (after changing the built-in defaults)."""
+    _calls.clear()
+    _plans.clear()
+
+
+def _metadata(tensor) -> tuple:
+    """What a call's checks and plan depend on, of one tensor argument."""
+    return (tensor.shape, tensor.stride(), tensor.dtype, tensor.device, tensor.is_neg())
+
+
+def _call(grad_output, self, target, reduction, out, policy, pair: bool) -> _Call:
+    """The validated call for this geometry: from the cache, or checked and planned now."""
+    try:
+        key = (type(reduction), reduction, type(policy), policy, pair, tables.generation,
+               backends.generation,
+               _metadata(grad_output), _metadata(self), _metadata(target),
+               None if out is None else _metadata(out))
+        call = _calls.get(key)
+    except (AttributeError, TypeError, RuntimeError):  # not tensors: the checks say why
+        key = call = None
+    if call is None:
+        call = _validate(grad_output, self, target, reduction, out, policy, pair)
+        if key is not None:
+            if len(_calls) >= _MAX_CACHED:
+                _calls.clear()
+            _calls[key] = call
+    return call
 
 
 def launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
            out: torch.Tensor, reduction_code: int, backend: backends.Backend,
            config: Optional[configs.KernelConfig] = None,
            negated_out: Optional[torch.Tensor] = None) -> LaunchPlan:
-    """Plan (or reuse the plan of an identical geometry) and launch the kernel on validated,
-    non-empty operands (``config`` as in ``plan_launch``); ``negated_out`` (same shape and
-    strides as ``out``) also receives ``-out``. Returns the plan."""
+    """Launch the kernel on validated, non-empty operands with the plan of this geometry
+    (made once; ``config`` as in ``plan_launch``: the tuner tries candidates);
+    ``negated_out`` (same shape and strides as ``out``) also receives ``-out``. Returns the
+    plan."""
     operands = (grad_output, self, target, out, negated_out)
-    key = (backend.device_name, backend.name, reduction_code, config, tables.generation,
+    key = (backend, reduction_code, config, tables.generation,
            *((t.shape, t.stride(), t.dtype) if t is not None else None for t in operands))
     plan = _plans.get(key)
     if plan is None:
         plan = plan_launch(grad_output, self, target, out, reduction_code, backend, config,
                            negated_out)
-        if len(_plans) >= _MAX_PLANS:
+        if len(_plans) >= _MAX_CACHED:
             _plans.clear()
         _plans[key] = plan
-    with backend.device_guard():
-        backend.kernel[(plan.num_programs,)](
-            grad_output, self, target, out, out if negated_out is None else negated_out,
-            *plan.scalar_args, **plan.constexprs, **backend.launch_options(plan.config),
-        )
+    backend.launch(plan, (grad_output, self, target, out,
+                          out if negated_out is None else negated_out))
     return plan
 
 
@@ -178,43 +232,80 @@ def explain(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
     """What ``mse_loss_backward`` would do with these arguments, without running anything:
     backend and why, launch path, coalesced layout, configuration and where it came from, grid.
     Raises what the call would raise."""
-    call = _validate(grad_output, self, target, reduction, out, backend)
+    call = _call(grad_output, self, target, reduction, out, backend, False)
+    if out is not None:
+        validation.check_out_memory(out, grad_output, self, target)
     summary = dict(backend="native" if call.native else "triton", reason=call.reason,
-                   device=call.device.device_name, shape=call.shape)
-    if call.native or 0 in call.shape:
+                   device=call.device_backend.device_name, shape=call.shape)
+    plan = call.plan
+    if plan is None:
         return Explanation(**summary)
-    if out is None:  # plan on a stand-in: same shape, dtype and (contiguous) strides
-        out = torch.empty(call.shape, dtype=self.dtype, device="meta")
-    plan = plan_launch(grad_output, self, target, out, call.reduction, call.device)
     return Explanation(**summary, path=plan.path, layout=plan.layout, config=plan.config,
                        config_source=plan.config.source, grid=(plan.num_programs,))
 
 
-def _validate(grad_output, self, target, reduction, out, backend) -> _Call:
-    """All argument checks, then the backend decision; raises before anything runs."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; "
-                         f"got {backend!r}")
+def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
+    """All metadata checks, then the native/kernel decision and the plan; raises before
+    anything runs."""
+    if policy not in POLICIES:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, POLICIES))}; "
+                         f"got {policy!r}")
     code = validation.reduction_code(reduction)
     inputs = {"grad_output": grad_output, "self": self, "target": target}
     validation.check_inputs(inputs, out)
     shape = layout.broadcast_shapes([t.shape for t in inputs.values()], list(inputs))
-    device = backends.backend_for(self.device)
-    if backend != "native":
-        validation.check_fp64_support(inputs, out, device.name, device.supports_fp64)
+    device_backend = backends.backend_for(self.device)
+    if policy != "native":
+        validation.check_fp64_support(inputs, out, device_backend.name,
+                                      device_backend.supports_fp64)
     if out is not None:
-        validation.check_out(out, shape, inputs)
-    if backend != "auto":
-        return _Call(code, shape, device, backend == "native", f"backend={backend!r}")
-    table = tables.table_for(device.device_name)
-    threshold = table.native_below.get(_DTYPE_NAMES[self.dtype], 0) if table else 0
-    numel = math.prod(shape)
+        validation.check_out(out, shape)
+    if pair and code == 1 and self.numel() != target.numel():
+        raise ValueError(f"self ({self.numel()} elements) and target ({target.numel()}) must "
+                         "have as many elements for mean: each one's gradient divides by it")
+    native, reason = _decide(policy, device_backend, self.dtype, math.prod(shape))
+    plan = None
+    if not native and 0 not in shape:
+        planned_out = out if out is not None else _FreshOutput(shape, self.dtype)
+        negated = _FreshOutput(shape, target.dtype) if pair else None
+        plan = plan_launch(grad_output, self, target, planned_out, code, device_backend,
+                           negated_out=negated)
+    return _Call(code, shape, device_backend, native, reason, plan)
+
+
+@dataclass(frozen=True)
+class _FreshOutput:
+    """The metadata of the contiguous output ``torch.empty(shape, dtype)`` will allocate, for
+    planning without a tensor operation."""
+
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+
+    def stride(self) -> Tuple[int, ...]:
+        strides, step = [], 1
+        for size in reversed(self.shape):
+            strides.append(step)
+            step *= max(size, 1)
+        return tuple(reversed(strides))
+
+    def element_size(self) -> int:
+        return self.dtype.itemsize
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _decide(policy: str, device_backend, dtype, numel: int) -> Tuple[bool, str]:
+    """Native op or kernel, and why."""
+    if policy != "auto":
+        return policy == "native", f"backend={policy!r}"
+    table = tables.table_for(device_backend.device_name)
+    threshold = table.native_below.get(_DTYPE_NAMES[dtype], 0) if table else 0
     if numel < threshold:
-        return _Call(code, shape, device, True, f"{numel} elements < {threshold}, below which "
-                     f"the native op is faster end to end ({table.file})")
-    reason = (f"{numel} elements >= the native op's crossover {threshold} ({table.file})"
-              if threshold else "no tuned crossover for this device and dtype")
-    return _Call(code, shape, device, False, reason)
+        return True, (f"{numel} elements < {threshold}, below which the native op is faster "
+                      f"end to end ({table.file})")
+    return False, (f"{numel} elements >= the native op's crossover {threshold} ({table.file})"
+                   if threshold else "no tuned crossover for this device and dtype")
 
 
 def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
@@ -240,8 +331,10 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         config = configs.select_config(backend.name, [t.element_size() for t in loaded],
                                        [t.element_size() for t in stored], rows.row_length,
                                        rows.num_rows, backend.num_units, tuned)
-    # A tile never spans more than one row: short rows get a smaller (power-of-two) tile.
-    if rows.row_length < config.block_size:
+    flat = rows.path != "strided"
+    # A strided tile never spans more than one row: short rows get a smaller (power-of-two)
+    # tile. A flat tile spans the whole output: the kernel masks only its last tile.
+    if not flat and rows.row_length < config.block_size:
         config = replace(config, block_size=1 << (rows.row_length - 1).bit_length())
     block = config.block_size
     tiles_per_row = -(-rows.row_length // block)
@@ -250,21 +343,29 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
 
     numel_self = self.numel()
     scale = 2.0 / numel_self if reduction_code == 1 else 2.0
-    outer = []
-    for d in range(1, MAX_OUTER_DIMS + 1):  # unused dimensions: size 1, stride 0
-        if d <= rows.num_outer_dims:
-            outer += [rows.sizes[d], *(s[d] for s in rows.strides)]
-        else:
-            outer += [1, 0, 0, 0, 0]
-    scalar_args = (scale, numel_self if reduction_code == 1 else 1, rows.row_length,
-                   tiles_per_row, num_tiles, *rows.inner_strides, *outer)
+    scale_divisor = numel_self if reduction_code == 1 else 1
     constexprs = dict(
-        NUM_OUTER_DIMS=rows.num_outer_dims,
         SCALAR_GRAD=rows.scalar_grad,
         WRITE_NEGATED=negated_out is not None,
-        WIDE_LANES=max(abs(s) for s in rows.inner_strides) * (block - 1) >= _INT32_LIMIT,
         SKIP_PADDING=backends.TRITON_HAS_CARE_PADDING,
         COMPUTE_FP64=any(t.dtype == torch.float64 for t in operands),
         BLOCK_SIZE=block,
     )
-    return LaunchPlan(rows, config, num_programs, scalar_args, constexprs)
+    if flat:
+        kernel = mse_loss_backward_flat_kernel
+        scalar_args = (scale, scale_divisor, rows.row_length)
+    else:
+        kernel = mse_loss_backward_strided_kernel
+        outer = []
+        for d in range(1, MAX_OUTER_DIMS + 1):  # unused dimensions: size 1, stride 0
+            if d <= rows.num_outer_dims:
+                outer += [rows.sizes[d], *(s[d] for s in rows.strides)]
+            else:
+                outer += [1, 0, 0, 0, 0]
+        scalar_args = (scale, scale_divisor, rows.row_length, tiles_per_row, num_tiles,
+                       *rows.inner_strides, *outer)
+        constexprs.update(
+            NUM_OUTER_DIMS=rows.num_outer_dims,
+            WIDE_LANES=max(abs(s) for s in rows.inner_strides) * (block - 1) >= _INT32_LIMIT)
+    launch_tail = triton_compat.launch_values(kernel, (None,) * 5 + scalar_args, constexprs)[5:]
+    return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail)

@@ -1,6 +1,12 @@
-"""PyTorch integration: custom ops that ``torch.compile`` traces, an autograd-ready
-``mse_loss``/``MSELoss``, and a switch that makes stock PyTorch's ``aten::mse_loss_backward``
-run this kernel.
+"""PyTorch integration: an autograd-ready ``mse_loss``/``MSELoss``, custom ops that
+``torch.compile`` and ``torch.export`` trace, and a switch that makes stock PyTorch's
+``aten::mse_loss_backward`` run this kernel.
+
+``mse_loss`` has two paths with the same results (tested against each other):
+- eager: a ``torch.autograd.Function`` whose forward is ATen's and whose backward runs the
+  kernel; under ``torch.func`` transforms (grad, vmap, jacrev, hessian, jvp) and forward-mode
+  AD its backward and jvp use ATen's composable ops instead, so every transform works;
+- traced (``torch.compile``, export): the custom ops below.
 
 Ops (namespace ``mse_grad_triton``), each with a fake (meta) kernel and registered autograd:
 
@@ -113,22 +119,93 @@ def _save_loss_operands(ctx, inputs, output):
     ctx.reduction = reduction
 
 
-def _loss_backward(ctx, grad_output):
+def _loss_gradients(ctx, grad_output, single, pair):
+    """The loss's gradients for what needs one: ``pair`` when both input and target do (one
+    pass), else ``single(grad_output, a, b, reduction)`` = d loss / d a."""
     input, target = ctx.saved_tensors
     needs_input, needs_target = ctx.needs_input_grad[:2]
-    ops = torch.ops.mse_grad_triton
-    if needs_input and needs_target:  # one pass writes both
-        grad_input, grad_target = ops.mse_loss_backward_pair(grad_output, input, target,
-                                                             ctx.reduction)
-        return grad_input, grad_target, None
+    if needs_input and needs_target:
+        return (*pair(grad_output, input, target, ctx.reduction), None)
     if needs_input:
-        return ops.mse_loss_backward(grad_output, input, target, ctx.reduction), None, None
+        return single(grad_output, input, target, ctx.reduction), None, None
     if needs_target:  # derivatives.yaml: mse_loss_backward(grad, target, self)
-        return None, ops.mse_loss_backward(grad_output, target, input, ctx.reduction), None
+        return None, single(grad_output, target, input, ctx.reduction), None
     return None, None, None
 
 
+def _loss_backward(ctx, grad_output):
+    ops = torch.ops.mse_grad_triton
+    return _loss_gradients(ctx, grad_output, ops.mse_loss_backward, ops.mse_loss_backward_pair)
+
+
 mse_loss_op.register_autograd(_loss_backward, setup_context=_save_loss_operands)
+
+
+# --- the eager path ------------------------------------------------------------------------
+
+def _transformed(*tensors: Tensor) -> bool:
+    """Are these tensors wrapped by a torch.func transform or carrying forward-mode tangents?
+    Then only composable PyTorch ops may touch them."""
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t)
+               or torch.autograd.forward_ad.unpack_dual(t).tangent is not None
+               for t in tensors)
+
+
+def _gradient(grad_output: Tensor, a: Tensor, b: Tensor, reduction: int) -> Tensor:
+    """d mse_loss(a, b) / d a: the kernel on plain tensors; a differentiable op when the
+    gradient itself needs a graph (double backward); ATen's op under transforms."""
+    if _transformed(grad_output, a, b):
+        return torch.ops.aten.mse_loss_backward(grad_output, a, b, reduction)
+    if torch.is_grad_enabled() and (grad_output.requires_grad or a.requires_grad
+                                    or b.requires_grad):
+        return torch.ops.mse_grad_triton.mse_loss_backward(grad_output, a, b, reduction)
+    return launcher.mse_loss_backward(grad_output, a, b, reduction)
+
+
+def _gradient_pair(grad_output: Tensor, input: Tensor, target: Tensor,
+                   reduction: int) -> Tuple[Tensor, Tensor]:
+    """Both gradients, from one kernel pass where the kernel may run (as ``_gradient``)."""
+    if _transformed(grad_output, input, target):
+        grad_input = torch.ops.aten.mse_loss_backward(grad_output, input, target, reduction)
+        return grad_input, -grad_input
+    if torch.is_grad_enabled() and (grad_output.requires_grad or input.requires_grad
+                                    or target.requires_grad):
+        return torch.ops.mse_grad_triton.mse_loss_backward_pair(grad_output, input, target,
+                                                                reduction)
+    return launcher.mse_loss_backward_pair(grad_output, input, target, reduction)
+
+
+class _MSELossFunction(torch.autograd.Function):
+    """ATen's MSE loss forward; the backward runs this package's kernel (eager path)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, target: Tensor, reduction: int) -> Tensor:
+        return torch.ops.aten.mse_loss(input, target, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, target, reduction = inputs
+        ctx.save_for_backward(input, target)
+        ctx.save_for_forward(input, target)
+        ctx.reduction = reduction
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return _loss_gradients(ctx, grad_output, _gradient, _gradient_pair)
+
+    @staticmethod
+    def jvp(ctx, input_tangent, target_tangent, _):
+        """Forward mode: d loss = reduce(2 (input - target) (d input - d target))."""
+        input, target = ctx.saved_tensors
+        difference = input_tangent if input_tangent is not None else torch.zeros_like(input)
+        if target_tangent is not None:
+            difference = difference - target_tangent
+        tangent = 2 * (input - target) * difference
+        if ctx.reduction == 1:
+            return tangent.mean()
+        return tangent.sum() if ctx.reduction == 2 else tangent
 
 
 def mse_loss(input: Tensor, target: Tensor, reduction: Union[int, str] = "mean") -> Tensor:
@@ -137,15 +214,21 @@ def mse_loss(input: Tensor, target: Tensor, reduction: Union[int, str] = "mean")
     The value is PyTorch's. As ``F.mse_loss``, input and target are broadcast (expanded views,
     with PyTorch's warning when their sizes differ) and the gradients are summed back to each
     one's shape; ``mean`` divides by the broadcast size. When both require grad, one kernel
-    pass writes both gradients.
+    pass writes both gradients. Eager calls go through an ``autograd.Function`` (``torch.func``
+    transforms work); traced ones (``torch.compile``, export) through the custom ops.
     """
     code = validation.reduction_code(reduction)
+    compiling = torch.compiler.is_compiling()
     if input.shape != target.shape:
-        warnings.warn(f"Using a target size ({target.shape}) that is different to the input "
-                      f"size ({input.shape}). This will likely lead to incorrect results due "
-                      "to broadcasting. Please ensure they have the same size.", stacklevel=2)
-    input, target = torch.broadcast_tensors(input, target)
-    return torch.ops.mse_grad_triton.mse_loss(input, target, code)
+        if not compiling:  # under tracing a direct warnings.warn breaks the graph
+            warnings.warn(f"Using a target size ({target.shape}) that is different to the "
+                          f"input size ({input.shape}). This will likely lead to incorrect "
+                          "results due to broadcasting. Please ensure they have the same "
+                          "size.", stacklevel=2)
+        input, target = torch.broadcast_tensors(input, target)
+    if compiling:
+        return torch.ops.mse_grad_triton.mse_loss(input, target, code)
+    return _MSELossFunction.apply(input, target, code)
 
 
 class MSELoss(torch.nn.MSELoss):
@@ -163,19 +246,38 @@ _override_devices: Tuple[str, ...] = ()
 _override_lock = threading.RLock()
 
 
-def _aten_mse_loss_backward(grad_output, self, target, reduction):
-    return launcher.mse_loss_backward(grad_output, self, target, reduction, backend="triton")
+def _overrides(dispatch_key: str):
+    """``aten::mse_loss_backward`` and its out variant for one dispatch key: this kernel, or
+    below the tuned crossover PyTorch's own kernel for that key (fetched now, before the
+    override is installed, so that it is never the override itself)."""
+    keyset = torch._C.DispatchKeySet(dispatch_key)
+    try:
+        stock = torch.library.get_kernel("aten::mse_loss_backward", dispatch_key)
+        stock_out = torch.library.get_kernel("aten::mse_loss_backward.grad_input", dispatch_key)
+    except RuntimeError:  # PyTorch has none for this device here (e.g. CPU-only build)
+        stock = stock_out = None
+    policy = "auto" if stock is not None else "triton"
 
+    def native(grad_output, self, target, reduction, out):
+        if out is None:
+            return stock.call_boxed(keyset, grad_output, self, target, reduction)
+        return stock_out.call_boxed(keyset, grad_output, self, target, reduction,
+                                    grad_input=out)
 
-def _aten_mse_loss_backward_out(grad_output, self, target, reduction, *, grad_input):
-    return launcher.mse_loss_backward(grad_output, self, target, reduction, out=grad_input,
-                                      backend="triton")
+    def mse_loss_backward(grad_output, self, target, reduction):
+        return launcher._run(grad_output, self, target, reduction, None, policy, native)
+
+    def mse_loss_backward_out(grad_output, self, target, reduction, *, grad_input):
+        return launcher._run(grad_output, self, target, reduction, grad_input, policy, native)
+
+    return mse_loss_backward, mse_loss_backward_out
 
 
 def enable(devices: Sequence[str] = ("npu", "cuda")) -> None:
     """Run this kernel as ``aten::mse_loss_backward`` (and its ``out`` variant) for tensors
     on ``devices`` (``"npu"``, ``"cuda"``; ``"cpu"`` only on request: there it runs in Triton's
     interpreter), so that unmodified code — ``nn.MSELoss()(x, y).backward()`` — uses it.
+    Below a device's tuned crossover (``backend="auto"``) PyTorch's own kernel runs.
     Calling it again replaces the previous set of devices."""
     unknown = [d for d in devices if d not in DISPATCH_KEYS]
     if unknown or isinstance(devices, str):
@@ -188,10 +290,9 @@ def enable(devices: Sequence[str] = ("npu", "cuda")) -> None:
         with warnings.catch_warnings():  # "Overriding a previously registered kernel"
             warnings.simplefilter("ignore", UserWarning)
             for device in devices:
-                library.impl("mse_loss_backward", _aten_mse_loss_backward,
-                             DISPATCH_KEYS[device])
-                library.impl("mse_loss_backward.grad_input", _aten_mse_loss_backward_out,
-                             DISPATCH_KEYS[device])
+                kernel, kernel_out = _overrides(DISPATCH_KEYS[device])
+                library.impl("mse_loss_backward", kernel, DISPATCH_KEYS[device])
+                library.impl("mse_loss_backward.grad_input", kernel_out, DISPATCH_KEYS[device])
         _override, _override_devices = library, tuple(devices)
 
 

@@ -35,8 +35,12 @@ def check_inputs(inputs: Dict[str, torch.Tensor], out: Optional[torch.Tensor]) -
     for name, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.layout != torch.strided:
-            raise TypeError(f"{name} must be a dense (strided) tensor, got layout {tensor.layout}")
+        if tensor.is_nested or tensor.layout != torch.strided:
+            kind = "a nested tensor" if tensor.is_nested else f"layout {tensor.layout}"
+            raise TypeError(f"{name} must be a dense (strided) tensor, got {kind}")
+        if tensor.is_neg():
+            raise TypeError(f"{name} has its negative bit set (a lazily negated view, such as "
+                            "x.conj().imag); pass x.resolve_neg()")
         if tensor.dtype not in SUPPORTED_DTYPES:
             raise TypeError(
                 f"{name} has dtype {tensor.dtype}; supported: float16, bfloat16, float32, "
@@ -61,16 +65,22 @@ def check_fp64_support(inputs: Dict[str, torch.Tensor], out: Optional[torch.Tens
                             "support; use float32, float16 or bfloat16")
 
 
-def check_out(out: torch.Tensor, shape: tuple, inputs: Dict[str, torch.Tensor]) -> None:
-    """``out`` has the broadcast ``shape``, no element twice, and no partial overlap with an
-    input (sharing an input's elements one-to-one, e.g. ``out=self``, is fine)."""
+def check_out(out: torch.Tensor, shape: tuple) -> None:
+    """``out`` has the broadcast ``shape`` and no element twice (metadata only: checked once
+    per geometry)."""
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"out has shape {list(out.shape)} but the result's broadcast shape "
                          f"is {list(shape)}")
     if _may_overlap_itself(out):
         raise ValueError(f"out has overlapping elements (shape {list(out.shape)}, strides "
                          f"{list(out.stride())}): every element must have its own memory")
-    for name, tensor in inputs.items():
+
+
+def check_out_memory(out: torch.Tensor, grad_output: torch.Tensor, self: torch.Tensor,
+                     target: torch.Tensor) -> None:
+    """No partial overlap of ``out`` with an input (sharing an input's elements one-to-one,
+    e.g. ``out=self``, is fine). Depends on data pointers: checked on every call."""
+    for name, tensor in (("grad_output", grad_output), ("self", self), ("target", target)):
         if _spans_overlap(out, tensor) and not _same_elements(out, tensor):
             raise ValueError(f"out partially overlaps {name}: it must either share no memory "
                              f"with {name} or be exactly {name}'s elements")

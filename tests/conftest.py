@@ -1,9 +1,12 @@
 """Shared fixtures, and markers for tests that need a device (skipped where there is none)."""
 
+import dataclasses
+from typing import List, Tuple
+
 import pytest
 import torch
 
-from mse_grad_triton import tables
+from mse_grad_triton import backends, tables
 
 
 def _npu_available() -> bool:
@@ -37,3 +40,39 @@ def fresh_tables(monkeypatch):
     tables.clear_cache()
     yield
     tables.clear_cache()
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingBackend(backends.InterpretedBackend):
+    """The CPU backend, recording each launch's plan and operands; ``run=False`` skips the
+    kernel itself."""
+
+    launches: List[Tuple[object, tuple]] = dataclasses.field(default_factory=list,
+                                                             compare=False)
+    run: bool = True
+
+    def launch(self, plan, operands):
+        self.launches.append((plan, operands))
+        if self.run:
+            super().launch(plan, operands)
+
+
+def _recording(run: bool):
+    cpu = backends.backend_for(torch.device("cpu"))
+    recorder = RecordingBackend(cpu.name, cpu.device_name, cpu.num_units, cpu.supports_fp64,
+                                run=run)
+    return backends.overridden(torch.device("cpu"), recorder)
+
+
+@pytest.fixture
+def recorded_launches():
+    """Every kernel launch on CPU tensors in the test, as (plan, operands); the kernel runs."""
+    with _recording(run=True) as recorder:
+        yield recorder.launches
+
+
+@pytest.fixture
+def stubbed_launches():
+    """Every kernel launch on CPU tensors in the test, as (plan, operands); nothing runs."""
+    with _recording(run=False) as recorder:
+        yield recorder.launches

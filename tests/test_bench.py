@@ -31,7 +31,7 @@ def test_quick_run_writes_every_output(quick_run):
     for name in ("gbps.png", "speedup.png"):
         assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "not kernel performance" in stdout
-    assert "launcher alone (launch stubbed)" in stdout
+    assert "training step, [64, 1] float32" in stdout
 
 
 def test_results_hold_every_field_and_every_row_is_correct(quick_run):
@@ -40,7 +40,9 @@ def test_results_hold_every_field_and_every_row_is_correct(quick_run):
     assert data["interpreter"] is True and data["device"] == "cpu"
     assert {"torch", "triton"} <= set(data["versions"]) and data["date"]
     assert data["copy_bandwidth_gbps"] > 0
-    assert data["host_overhead"]["launcher_us"] > 0 and data["host_overhead"]["native_us"] > 0
+    step = data["host_path"]["training_step"]
+    assert set(step["us"]) == {"stock_MSELoss", "mgt_MSELoss", "stock_MSELoss_under_enabled"}
+    assert all(us > 0 for us in step["us"].values())
     rows = data["rows"]
     assert {r["provider"] for r in rows} == {"triton", "auto", "native"}
     assert {r["case"] for r in rows} == set(bench.CASES)
@@ -76,3 +78,24 @@ def test_bytes_moved_counts_distinct_elements():
     grad, self, target = bench.make_case("broadcast", torch.float16, 1 << 12, torch.device("cpu"))
     out = torch.empty(self.shape, dtype=torch.float16)
     assert bench.bytes_moved(grad, self, target, out) == 2 * (1 + 4096 + 4 + 4096)
+
+
+def test_host_path_reports_the_launch_path_or_why_not(tmp_path):
+    result = subprocess.run([sys.executable, str(BENCH / "host_path.py"), "--quick",
+                             "--output", str(tmp_path)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((tmp_path / "host_path.json").read_text())
+    launch = report["launch_path"]
+    import host_path
+    reason = host_path.driver_stub_unavailable()
+    if reason:
+        assert launch == {"skipped": reason}
+        return
+    # Through upstream Triton's real JIT and C launcher: every launch reached the driver.
+    assert launch["launches_counted"] == launch["launches_expected"] > 0
+    assert set(launch["us"]) == {"aten_whole_call", "mse_loss_backward", "our_kernel_via_jit",
+                                 "vector_add_via_jit"}
+    assert all(ratio > 0 for ratio in launch["ratio_to_aten"].values())
+    assert 1 <= launch["compiled_variants"]["flat"] <= 3
+    assert "ATen's whole call" in result.stdout

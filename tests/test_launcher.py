@@ -4,7 +4,7 @@ a float64 reference in ULPs of the result's dtype."""
 import pytest
 import torch
 
-from mse_grad_triton import configs, launcher, mse_loss_backward, mse_loss_backward_pair
+from mse_grad_triton import backends, configs, launcher, mse_loss_backward, mse_loss_backward_pair
 from mse_grad_triton.testing import REDUCTION_CODES, assert_ulp_close, make, reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -174,12 +174,30 @@ def test_layout_beyond_kernel_rank_is_refused_before_anything_is_written():
 def test_many_tiles_rows_and_programs(monkeypatch):
     # Small tiles: many tiles per row, tails in every row, every program loops several times.
     monkeypatch.setattr(launcher, "_plans", {})  # plans made under other defaults
+    monkeypatch.setattr(launcher, "_calls", {})
     monkeypatch.setitem(configs.DEFAULTS, "cpu", {
         "config": configs.KernelConfig(block_size=16, programs_per_unit=3), "min_block_size": 16})
     grad, self, target = make([5, 37], torch.float16, 1), make([37, 5], torch.float16, 2).t(), \
         make([5, 1], torch.float16, 3)
     assert_ulp_close(mse_loss_backward(grad, self, target, "none"),
                      reference(grad, self, target, "none"))
+
+
+@pytest.mark.parametrize("numel", [7, 16 * 8, 185], ids=["one-partial", "full-only", "tail"])
+@pytest.mark.parametrize("scalar_grad", [False, True], ids=["full-grad", "scalar-grad"])
+def test_flat_full_tiles_and_masked_tail(numel, scalar_grad, monkeypatch):
+    # The flat kernel loads full tiles unmasked and only the last partial tile masked, by the
+    # program after the last full tile's: every split of numel into tiles and programs.
+    monkeypatch.setattr(launcher, "_calls", {})
+    monkeypatch.setitem(configs.DEFAULTS, "cpu", {
+        "config": configs.KernelConfig(block_size=16, programs_per_unit=3), "min_block_size": 16})
+    grad = make([] if scalar_grad else [numel], torch.float32, 1)
+    self, target = make([numel], torch.bfloat16, 2), make([numel], torch.float16, 3)
+    out = torch.full([numel], float("nan"))
+    plan = launcher.explain(grad, self, target, "sum", out=out)
+    assert plan.path.startswith("flat") and plan.config.block_size == 16
+    mse_loss_backward(grad, self, target, "sum", out=out)
+    assert_ulp_close(out, reference(grad, self, target, "sum"))
 
 
 # --- out ---------------------------------------------------------------------------------
@@ -245,6 +263,7 @@ def test_float16_results_overflow_to_signed_inf():
 def test_float16_mean_over_2_pow_25_elements_does_not_underflow(monkeypatch):
     # ATen computes 2/numel in float16, which underflows here; the fp32 scale does not.
     monkeypatch.setattr(launcher, "_plans", {})
+    monkeypatch.setattr(launcher, "_calls", {})
     monkeypatch.setitem(configs.DEFAULTS, "cpu", {
         "config": configs.KernelConfig(block_size=1 << 16), "min_block_size": 1 << 16})
     n = 1 << 25
@@ -300,11 +319,55 @@ def test_pair_mean_needs_equal_element_counts():
 
 
 def test_plans_are_reused_per_geometry(monkeypatch):
-    monkeypatch.setattr(launcher, "_plans", {})
+    monkeypatch.setattr(launcher, "_calls", {})
     grad, self, target = _broadcast_target(torch.float32)
     mse_loss_backward(grad, self, target)
     mse_loss_backward(grad.clone(), self.clone(), target.clone())  # same geometry
-    assert len(launcher._plans) == 1
+    assert len(launcher._calls) == 1
     mse_loss_backward(grad, self.t().contiguous().t(), target)   # other strides
     mse_loss_backward(grad, self, target, "sum")                   # other reduction
-    assert len(launcher._plans) == 3
+    assert len(launcher._calls) == 3
+
+
+def test_checks_run_once_per_geometry(monkeypatch):
+    monkeypatch.setattr(launcher, "_calls", {})
+    checked = []
+    real_check = launcher.validation.check_inputs
+    monkeypatch.setattr(launcher.validation, "check_inputs",
+                        lambda *args: checked.append(1) or real_check(*args))
+    grad, self, target = _broadcast_target(torch.float32)
+    for _ in range(3):
+        mse_loss_backward(grad, self, target)
+    assert checked == [1]
+    # What the cache must tell apart: a reduction spelled True is refused, not taken for 1.
+    with pytest.raises(ValueError, match="reduction"):
+        mse_loss_backward(grad, self, target, True)
+
+
+@pytest.mark.parametrize("path", ["flat", "flat_scalar_grad"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_at_most_three_compiled_variants_over_batch_sizes(path, dtype):
+    # [B, 1000] for B = 1..256, specialised as Triton's JIT would for the installed compiler's
+    # device (48 Ascend vector cores, or 132 SMs): each distinct specialisation is one compile,
+    # a multi-second bishengir-compile on Ascend.
+    from mse_grad_triton import triton_compat
+
+    if triton_compat.FLAVOUR == "ascend":
+        device, target = backends.Backend("npu", "a2", 48, False), \
+            triton_compat.target("npu", "Ascend910B3")
+    else:
+        device, target = backends.Backend("cuda", "sm90", 132, True), \
+            triton_compat.target("cuda", 90)
+    variants = set()
+    for batch in range(1, 257):
+        grad = torch.empty([] if path == "flat_scalar_grad" else [batch, 1000], dtype=dtype,
+                           device="meta")
+        self, target_, out = (torch.empty(batch, 1000, dtype=dtype, device="meta")
+                              for _ in range(3))
+        plan = launcher.plan_launch(grad, self, target_, out, 1, device)
+        assert plan.path == path
+        spec = triton_compat.specialise(plan.kernel, (grad, self, target_, out, out,
+                                                      *plan.scalar_args),
+                                        plan.constexprs, target, device.launch_options(plan.config))
+        variants.add(triton_compat.specialisation_key(spec))
+    assert len(variants) <= 3

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 import mse_grad_triton as mgt
-from mse_grad_triton import launcher
 from mse_grad_triton.testing import assert_ulp_close, make
 
 
@@ -20,16 +19,14 @@ def stock_pytorch_after():
 
 
 @pytest.fixture
-def launches(monkeypatch):
-    """Record every kernel launch (and whether it also wrote the target's gradient)."""
-    recorded = []
-    real_launch = launcher.launch
+def launches(recorded_launches):
+    """Every kernel launch in the test, as (plan, operands)."""
+    return recorded_launches
 
-    def recording(*args, negated_out=None, **kwargs):
-        recorded.append(negated_out is not None)
-        return real_launch(*args, negated_out=negated_out, **kwargs)
-    monkeypatch.setattr(launcher, "launch", recording)
-    return recorded
+
+def _writes_both(launches):
+    """Per launch: did it also write the target's gradient?"""
+    return [plan.constexprs["WRITE_NEGATED"] for plan, _ in launches]
 
 
 # --- training parity ----------------------------------------------------------------------
@@ -145,13 +142,76 @@ def test_compiled_training_step_traces_the_kernel_without_graph_breaks():
     assert any("mse_grad_triton.mse_loss_backward" in g for g in graphs)  # in the backward
 
 
+def test_compile_with_differing_shapes_has_no_graph_break():
+    torch._dynamo.reset()
+    x, y = make([4, 1], torch.float32, 1), make([1, 3], torch.float32, 2)
+    compiled = torch.compile(lambda a, b: mgt.mse_loss(a, b, "sum"), fullgraph=True,
+                             backend="aot_eager")
+    a = x.clone().requires_grad_()
+    compiled(a, y).backward()
+    b = x.clone().requires_grad_()
+    with pytest.warns(UserWarning, match="target size"):  # eager keeps PyTorch's warning
+        mgt.mse_loss(b, y, "sum").backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_eager_and_traced_paths_agree(launches):
+    torch._dynamo.reset()
+    x, y = make([6, 5], torch.float32, 1), make([6, 5], torch.float32, 2)
+    eager = [t.clone().requires_grad_() for t in (x, y)]
+    traced = [t.clone().requires_grad_() for t in (x, y)]
+    mgt.mse_loss(*eager).backward()
+    assert len(launches) == 1  # the eager Function ran the kernel
+    torch.compile(mgt.mse_loss, fullgraph=True, backend="aot_eager")(*traced).backward()
+    assert len(launches) == 2  # so did the traced custom op
+    for a, b in zip(eager, traced):
+        assert torch.equal(a.grad, b.grad)
+
+
+# --- torch.func ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_torch_func_transforms_agree_with_pytorch(reduction):
+    from torch import func
+
+    x, y = make([3, 4], torch.float64, 1), make([3, 4], torch.float64, 2)
+
+    def ours(a, b):
+        return mgt.mse_loss(a, b, reduction).sum()
+
+    def stock(a, b):
+        return F.mse_loss(a, b, reduction=reduction).sum()
+
+    for transform in (lambda f: func.grad(f, argnums=(0, 1)),
+                      lambda f: func.vmap(func.grad(f)),
+                      lambda f: func.jacrev(f, argnums=(0, 1)),
+                      lambda f: func.hessian(f)):
+        torch.testing.assert_close(transform(ours)(x, y), transform(stock)(x, y))
+    tangents = (make([3, 4], torch.float64, 3), make([3, 4], torch.float64, 4))
+    value, tangent = func.jvp(ours, (x, y), tangents)
+    expected_value, expected_tangent = func.jvp(stock, (x, y), tangents)
+    torch.testing.assert_close(value, expected_value)
+    torch.testing.assert_close(tangent, expected_tangent)
+    assert tangent.abs().item() > 0  # not the silent zero tangent of a missing jvp
+
+
+def test_forward_mode_ad_agrees_with_pytorch():
+    import torch.autograd.forward_ad as fwAD
+
+    x, y, dx = (make([5], torch.float64, i) for i in range(3))
+    with fwAD.dual_level():
+        ours = fwAD.unpack_dual(mgt.mse_loss(fwAD.make_dual(x, dx), y)).tangent
+        stock = fwAD.unpack_dual(F.mse_loss(fwAD.make_dual(x, dx), y)).tangent
+    torch.testing.assert_close(ours, stock)
+
+
 # --- one pass, broadcasting ---------------------------------------------------------------
 
 def test_one_pass_writes_both_gradients(launches):
     x, y = make([5, 6], torch.float32, 1).requires_grad_(), \
         make([5, 6], torch.float32, 2).requires_grad_()
     mgt.mse_loss(x, y).backward()
-    assert launches == [True]  # one launch, which also wrote the target's gradient
+    assert _writes_both(launches) == [True]  # one launch, which also wrote both gradients
     x_ref, y_ref = x.detach().clone().requires_grad_(), y.detach().clone().requires_grad_()
     F.mse_loss(x_ref, y_ref).backward()
     assert_ulp_close(x.grad, x_ref.grad.double())
@@ -163,7 +223,7 @@ def test_one_gradient_when_only_one_is_needed(which, launches):
     x = make([5, 6], torch.float32, 1).requires_grad_(which == "input")
     y = make([5, 6], torch.float32, 2).requires_grad_(which == "target")
     mgt.mse_loss(x, y, "sum").backward()
-    assert launches == [False]
+    assert _writes_both(launches) == [False]
     grad = (x if which == "input" else y).grad
     expected = 2 * (x.detach() - y.detach()).double() * (1 if which == "input" else -1)
     assert_ulp_close(grad, expected)
@@ -202,7 +262,7 @@ def test_enable_disable_and_enable_twice(launches):
     out = torch.empty(4, 5)
     torch.ops.aten.mse_loss_backward.grad_input(torch.tensor(1.0), torch.ones(4, 5),
                                                 torch.zeros(4, 5), 2, grad_input=out)
-    assert launches[-1] is False and bool((out == 2).all())
+    assert _writes_both(launches)[-1] is False and bool((out == 2).all())
     mgt.disable()
     assert mgt.enabled_devices() == ()
     assert not _stock_backward_runs_kernel(launches)
@@ -220,6 +280,28 @@ def test_default_enable_leaves_cpu_alone(launches):
     mgt.enable()
     assert mgt.enabled_devices() == ("npu", "cuda")
     assert not _stock_backward_runs_kernel(launches)
+
+
+def test_enable_honours_the_tuned_crossover(launches, tmp_path, monkeypatch, fresh_tables):
+    import json
+
+    from mse_grad_triton import tables
+    (tmp_path / "cpu.json").write_text(json.dumps({
+        "format": tables.FORMAT, "device": "cpu", "entries": [],
+        "native_below": {"float32": 100}}))
+    monkeypatch.setenv(tables.TUNE_DIR_ENV, str(tmp_path))
+    tables.clear_cache()
+    with mgt.enabled(devices=("cpu",)):
+        small = make([64, 1], torch.float32, 1).requires_grad_()
+        torch.nn.MSELoss()(small, make([64, 1], torch.float32, 2)).backward()
+        assert len(launches) == 0  # below the crossover: PyTorch's own kernel
+        large = make([20, 10], torch.float32, 1).requires_grad_()
+        target = make([20, 10], torch.float32, 2)
+        torch.nn.MSELoss()(large, target).backward()
+        assert len(launches) == 1
+    expected = torch.ops.aten.mse_loss_backward(torch.tensor(1.0), small.detach(),
+                                                make([64, 1], torch.float32, 2), 1)
+    torch.testing.assert_close(small.grad, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("devices", [("tpu",), "cpu", ("cpu", "gpu")])

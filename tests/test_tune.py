@@ -21,9 +21,10 @@ class FakeClock:
         self.launched = []
         real_launch = launcher.launch
 
-        def recording_launch(grad, self_, target, out, code, backend, config=None):
-            self.launched.append((config, out.numel()))
-            return real_launch(grad, self_, target, out, code, backend, config)
+        def recording_launch(grad, self_, target, out, code, backend, config=None, **kwargs):
+            plan = real_launch(grad, self_, target, out, code, backend, config, **kwargs)
+            self.launched.append((plan.config, out.numel()))
+            return plan
         monkeypatch.setattr(launcher, "launch", recording_launch)
         self.numel = None
 
@@ -104,10 +105,10 @@ def test_candidates_that_fail_are_recorded_and_never_win(tmp_path, monkeypatch):
     clock = FakeClock(monkeypatch)  # block 256 would be the fastest
     real_launch = launcher.launch
 
-    def broken_for_256(grad, self_, target, out, code, backend, config=None):
+    def broken_for_256(grad, self_, target, out, code, backend, config=None, **kwargs):
         if config is not None and config.block_size == 256:
             raise RuntimeError("simulated compile failure")
-        return real_launch(grad, self_, target, out, code, backend, config)
+        return real_launch(grad, self_, target, out, code, backend, config, **kwargs)
     monkeypatch.setattr(launcher, "launch", broken_for_256)
     table = tune.tune(torch.device("cpu"), ["float16"], ["flat"], [2048],
                       timer=clock.device, end_to_end=clock.end_to_end, show_progress=False)
@@ -121,8 +122,8 @@ def test_wrong_results_never_win(monkeypatch):
     clock = FakeClock(monkeypatch)  # block 256 would be the fastest
     real_launch = launcher.launch
 
-    def wrong_for_256(grad, self_, target, out, code, backend, config=None):
-        plan = real_launch(grad, self_, target, out, code, backend, config)
+    def wrong_for_256(grad, self_, target, out, code, backend, config=None, **kwargs):
+        plan = real_launch(grad, self_, target, out, code, backend, config, **kwargs)
         if config is not None and config.block_size == 256:
             out.add_(1.0)
         return plan
