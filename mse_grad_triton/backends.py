@@ -78,6 +78,9 @@ class CompiledBackend(Backend):
                                                  compare=False)
 
     def launch(self, plan, operands):
+        if self.current_device is not None and self.current_device() != self.device.index:
+            with self.device_guard():  # the tensors' device becomes current for the launch
+                return self.launch(plan, operands)
         grad_output, self_, target, out, negated_out = operands
         # Triton specialises each pointer on 16-byte alignment: part of the compiled kernel's key.
         if (grad_output.data_ptr() | self_.data_ptr() | target.data_ptr() | out.data_ptr()
@@ -86,21 +89,17 @@ class CompiledBackend(Backend):
         else:
             aligned = tuple(t.data_ptr() % 16 == 0 for t in operands)
         launch = plan.compiled.get(aligned)
-        if self.current_device is not None and self.current_device() != self.device.index:
-            with self.device_guard():
-                self._launch(plan, operands, aligned, launch)
-        else:
-            self._launch(plan, operands, aligned, launch)
-
-    def _launch(self, plan, operands, aligned, launch):
         if launch is None or triton_compat.hooks_installed():
-            compiled = plan.kernel[(plan.num_programs,)](
-                *operands, *plan.scalar_args, **plan.constexprs,
-                **self.launch_options(plan.config))
-            plan.compiled[aligned] = triton_compat.prepare_launch(compiled)
-            return
-        launch(plan.num_programs, self.current_stream(self.device.index),
-               (*operands, *plan.launch_tail))
+            self._launch_through_jit(plan, operands, aligned)
+        else:
+            launch(plan.num_programs, self.current_stream(self.device.index),
+                   (*operands, *plan.launch_tail))
+
+    def _launch_through_jit(self, plan, operands, aligned):
+        """``kernel[grid](...)``, keeping the compiled kernel for direct launches."""
+        compiled = plan.kernel[(plan.num_programs,)](
+            *operands, *plan.scalar_args, **plan.constexprs, **self.launch_options(plan.config))
+        plan.compiled[aligned] = triton_compat.prepare_launch(compiled)
 
 
 @dataclass(frozen=True)

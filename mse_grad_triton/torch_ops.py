@@ -5,7 +5,8 @@
 ``mse_loss`` has two paths with the same results (tested against each other):
 - eager: a ``torch.autograd.Function`` whose forward is ATen's and whose backward runs the
   kernel; under ``torch.func`` transforms (grad, vmap, jacrev, hessian, jvp) and forward-mode
-  AD its backward and jvp use ATen's composable ops instead, so every transform works;
+  AD a ``setup_context`` twin with a vmap rule and a jvp, whose backward uses ATen's
+  composable op instead, so every transform works;
 - traced (``torch.compile``, export): the custom ops below.
 
 Ops (namespace ``mse_grad_triton``), each with a fake (meta) kernel and registered autograd:
@@ -143,18 +144,17 @@ mse_loss_op.register_autograd(_loss_backward, setup_context=_save_loss_operands)
 
 # --- the eager path ------------------------------------------------------------------------
 
-def _transformed(*tensors: Tensor) -> bool:
-    """Are these tensors wrapped by a torch.func transform or carrying forward-mode tangents?
-    Then only composable PyTorch ops may touch them."""
-    return any(torch._C._functorch.is_functorch_wrapped_tensor(t)
-               or torch.autograd.forward_ad.unpack_dual(t).tangent is not None
-               for t in tensors)
+def _transformed() -> bool:
+    """Is a torch.func transform active, or a forward-mode AD level? Then tensors may be
+    wrapped or carry tangents, and only composable PyTorch ops may touch them."""
+    return (torch._C._functorch.peek_interpreter_stack() is not None
+            or torch.autograd.forward_ad._current_level >= 0)
 
 
 def _gradient(grad_output: Tensor, a: Tensor, b: Tensor, reduction: int) -> Tensor:
     """d mse_loss(a, b) / d a: the kernel on plain tensors; a differentiable op when the
     gradient itself needs a graph (double backward); ATen's op under transforms."""
-    if _transformed(grad_output, a, b):
+    if _transformed():
         return torch.ops.aten.mse_loss_backward(grad_output, a, b, reduction)
     if torch.is_grad_enabled() and (grad_output.requires_grad or a.requires_grad
                                     or b.requires_grad):
@@ -165,7 +165,7 @@ def _gradient(grad_output: Tensor, a: Tensor, b: Tensor, reduction: int) -> Tens
 def _gradient_pair(grad_output: Tensor, input: Tensor, target: Tensor,
                    reduction: int) -> Tuple[Tensor, Tensor]:
     """Both gradients, from one kernel pass where the kernel may run (as ``_gradient``)."""
-    if _transformed(grad_output, input, target):
+    if _transformed():
         grad_input = torch.ops.aten.mse_loss_backward(grad_output, input, target, reduction)
         return grad_input, -grad_input
     if torch.is_grad_enabled() and (grad_output.requires_grad or input.requires_grad
@@ -176,13 +176,30 @@ def _gradient_pair(grad_output: Tensor, input: Tensor, target: Tensor,
 
 
 class _MSELossFunction(torch.autograd.Function):
-    """ATen's MSE loss forward; the backward runs this package's kernel (eager path)."""
+    """ATen's MSE loss forward; the backward runs this package's kernel (eager path, plain
+    tensors). Old-style (``forward`` saves its own context): half the call overhead of a
+    ``setup_context`` Function, which only transforms need."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, target: Tensor, reduction: int) -> Tensor:
+        ctx.save_for_backward(input, target)
+        ctx.reduction = reduction
+        return torch._C._nn.mse_loss(input, target, reduction)  # ATen's, no Python layers
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return _loss_gradients(ctx, grad_output, _gradient, _gradient_pair)
+
+
+class _TransformableMSELossFunction(torch.autograd.Function):
+    """The same under torch.func transforms and forward-mode AD, which need ``setup_context``,
+    a vmap rule and a ``jvp``."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(input: Tensor, target: Tensor, reduction: int) -> Tensor:
-        return torch.ops.aten.mse_loss(input, target, reduction)
+        return torch._C._nn.mse_loss(input, target, reduction)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -191,9 +208,7 @@ class _MSELossFunction(torch.autograd.Function):
         ctx.save_for_forward(input, target)
         ctx.reduction = reduction
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        return _loss_gradients(ctx, grad_output, _gradient, _gradient_pair)
+    backward = _MSELossFunction.backward
 
     @staticmethod
     def jvp(ctx, input_tangent, target_tangent, _):
@@ -228,6 +243,8 @@ def mse_loss(input: Tensor, target: Tensor, reduction: Union[int, str] = "mean")
         input, target = torch.broadcast_tensors(input, target)
     if compiling:
         return torch.ops.mse_grad_triton.mse_loss(input, target, code)
+    if _transformed():
+        return _TransformableMSELossFunction.apply(input, target, code)
     return _MSELossFunction.apply(input, target, code)
 
 
