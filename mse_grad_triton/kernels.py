@@ -2,7 +2,7 @@
 
 For every element of the broadcast output it computes, in one pass,
 
-    out = grad_output * ((self - target) * scale)
+    out = grad_output * (self - target) * scale
 
 with ``scale = 2 / self.numel()`` for ``reduction="mean"`` and ``2`` otherwise. Each input is
 loaded once in its own dtype, the arithmetic runs in fp32 (fp64 when a float64 tensor takes
@@ -88,7 +88,14 @@ def _gradient_tile(grad, grad_pointers, self_pointers, target_pointers, out_poin
     y = _load(target_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
     if not SCALAR_GRAD:
         grad = _load(grad_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
-    result = grad * ((x - y) * scale)
+    difference = x - y
+    # Apply the scale where the intermediate stays in range: to the smaller factor when it
+    # grows it (2, for none/sum: 2 * (self - target) may overflow where grad * ... would not),
+    # to the larger when it shrinks it (2 / numel, for mean: it may underflow to subnormals).
+    # Two selects per element: free in a memory-bound kernel.
+    scale_grad = (tl.abs(grad) <= tl.abs(difference)) == (scale >= 1.0)
+    scaled = tl.where(scale_grad, grad, difference) * scale
+    result = scaled * tl.where(scale_grad, difference, grad)
     if MASKED:
         tl.store(out_pointers, result.to(out_pointers.dtype.element_ty), mask=mask)
         if WRITE_NEGATED:

@@ -75,6 +75,7 @@ class _Call:
     native: bool
     reason: str
     plan: Optional[LaunchPlan] = None
+    zeros: bool = False        # grad_output is a ZeroTensor: the result is zeros, no launch
 
 
 def mse_loss_backward(
@@ -116,22 +117,34 @@ def mse_loss_backward(
 
 
 def _run(grad_output, self, target, reduction, out, policy, native_kernel: Optional[Callable]):
-    """``mse_loss_backward``; ``native_kernel`` (PyTorch's own kernel, fetched before an
-    override was installed) replaces ``aten::mse_loss_backward`` for the native op."""
+    """``mse_loss_backward``; ``native_kernel(grad_output, self, target, reduction, out)``
+    (PyTorch's own out= kernel, fetched before an override was installed) replaces
+    ``aten::mse_loss_backward`` for the native op."""
     call = _call(grad_output, self, target, reduction, out, policy, False)
     if out is not None:
+        validation.check_out_autograd(out, grad_output, self, target)
         validation.check_out_memory(out, grad_output, self, target)
+    if call.zeros:  # PyTorch's ZeroTensor semantics: a zero gradient times anything is 0
+        if out is None:
+            return torch.zeros(call.shape, dtype=self.dtype, device=self.device)
+        return out.zero_()
     if call.native:
-        return _native(grad_output, self, target, call.reduction, out, native_kernel)
-    if out is None:
+        return _native(grad_output, self, target, call.reduction, out, native_kernel,
+                       call.shape)
+    fresh = out is None
+    if fresh:
         out = torch.empty(call.shape, dtype=self.dtype, device=self.device)
     if call.plan is not None:
         call.device_backend.launch(call.plan, (grad_output, self, target, out, out))
+        if not fresh:  # as ATen's out= ops: a graph that saved out sees it was overwritten
+            torch.autograd.graph.increment_version(out)
     return out
 
 
-def _native(grad_output, self, target, reduction, out, native_kernel):
-    if native_kernel is not None:
+def _native(grad_output, self, target, reduction, out, native_kernel, shape):
+    if native_kernel is not None:  # PyTorch's own out= kernel, on a fresh result if need be
+        if out is None:
+            out = torch.empty(shape, dtype=self.dtype, device=self.device)
         return native_kernel(grad_output, self, target, reduction, out)
     if out is None:
         return torch.ops.aten.mse_loss_backward(grad_output, self, target, reduction)
@@ -154,6 +167,9 @@ def mse_loss_backward_pair(
     Arguments and checks as ``mse_loss_backward``.
     """
     call = _call(grad_output, self, target, reduction, None, backend, True)
+    if call.zeros:
+        return (torch.zeros(call.shape, dtype=self.dtype, device=self.device),
+                torch.zeros(call.shape, dtype=target.dtype, device=self.device))
     if call.native:
         grad_self = torch.ops.aten.mse_loss_backward(grad_output, self, target, call.reduction)
         return grad_self, torch.ops.aten.neg(grad_self).to(target.dtype)
@@ -177,11 +193,13 @@ def clear_caches() -> None:
     """Forget validated calls and plans (after changing the built-in defaults)."""
     _calls.clear()
     _plans.clear()
+    _native_preferred.clear()
 
 
 def _metadata(tensor) -> tuple:
     """What a call's checks and plan depend on, of one tensor argument."""
-    return (tensor.shape, tensor.stride(), tensor.dtype, tensor.device, tensor.is_neg())
+    return (tensor.shape, tensor.stride(), tensor.dtype, tensor.device, tensor.is_neg(),
+            tensor._is_zerotensor())
 
 
 def _call(grad_output, self, target, reduction, out, policy, pair: bool) -> _Call:
@@ -263,6 +281,9 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
     if pair and code == 1 and self.numel() != target.numel():
         raise ValueError(f"self ({self.numel()} elements) and target ({target.numel()}) must "
                          "have as many elements for mean: each one's gradient divides by it")
+    if grad_output._is_zerotensor():
+        return _Call(code, shape, device_backend, False, "grad_output is a ZeroTensor: the "
+                     "result is zeros", zeros=True)
     native, reason = _decide(policy, device_backend, self.dtype, math.prod(shape))
     plan = None
     if not native and 0 not in shape:
@@ -293,6 +314,24 @@ class _FreshOutput:
 
     def numel(self) -> int:
         return math.prod(self.shape)
+
+
+_native_preferred: Dict[tuple, bool] = {}
+
+
+def native_preferred(self: torch.Tensor, numel: int) -> bool:
+    """Would ``backend="auto"`` run the native op for a result of ``numel`` elements with
+    ``self``'s device and dtype (below a tuned crossover)? Cached; no checks."""
+    key = (self.device, self.dtype, numel, tables.generation, backends.generation)
+    preferred = _native_preferred.get(key)
+    if preferred is None:
+        if self.dtype not in _DTYPE_NAMES:
+            return False
+        preferred = _decide("auto", backends.backend_for(self.device), self.dtype, numel)[0]
+        if len(_native_preferred) >= _MAX_CACHED:
+            _native_preferred.clear()
+        _native_preferred[key] = preferred
+    return preferred
 
 
 def _decide(policy: str, device_backend, dtype, numel: int) -> Tuple[bool, str]:

@@ -12,13 +12,14 @@ import bisect
 import json
 import math
 import os
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .configs import KernelConfig
+from .configs import MAX_BLOCK_SIZE, KernelConfig
 
 FORMAT = 1
 TUNE_DIR_ENV = "MSE_GRAD_TRITON_TUNE_DIR"
@@ -57,27 +58,79 @@ def shipped_dir() -> Path:
     return Path(str(files("mse_grad_triton.tune_configs")))
 
 
+# A table is a few KB; anything this large is not one (and is not read).
+MAX_TABLE_BYTES = 1 << 20
+_MAX_COUNT = 1 << 62  # element counts: non-negative ints below this
+
+
+def _count(value, what: str, minimum: int) -> int:
+    """A non-negative (or >= ``minimum``) int of sane size, not a bool."""
+    if type(value) is not int or not minimum <= value < _MAX_COUNT:
+        raise ValueError(f"{what} must be an integer in [{minimum}, 2**62), got {value!r}")
+    return value
+
+
+def _config(fields, where: str) -> KernelConfig:
+    """A ``KernelConfig`` from a table entry's ``config``, every field checked."""
+    if not isinstance(fields, dict) or not set(fields) <= _CONFIG_FIELDS \
+            or "block_size" not in fields:
+        raise ValueError(f"{where}: config must be an object with block_size and only "
+                         f"{sorted(_CONFIG_FIELDS)}")
+    block = _count(fields["block_size"], f"{where}: block_size", 1)
+    if block & (block - 1) or block > MAX_BLOCK_SIZE:
+        raise ValueError(f"{where}: block_size must be a power of two <= {MAX_BLOCK_SIZE}")
+    programs = _count(fields.get("programs_per_unit", 1), f"{where}: programs_per_unit", 1)
+    if programs > 1024:
+        raise ValueError(f"{where}: programs_per_unit must be at most 1024")
+    warps = fields.get("num_warps", 4)
+    if warps not in (1, 2, 4, 8, 16, 32) or type(warps) is not int:
+        raise ValueError(f"{where}: num_warps must be a power of two from 1 to 32")
+    multibuffer = fields.get("multibuffer", True)
+    if type(multibuffer) is not bool:
+        raise ValueError(f"{where}: multibuffer must be true or false")
+    return KernelConfig(block, programs, warps, multibuffer, source=where)
+
+
+def read_table_text(path: Path) -> str:
+    """The text of a table file: a regular file (not a FIFO, device or directory, which could
+    block or never end) of at most ``MAX_TABLE_BYTES``."""
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        data = handle.read(MAX_TABLE_BYTES + 1)
+    if len(data) > MAX_TABLE_BYTES:
+        raise ValueError(f"larger than {MAX_TABLE_BYTES} bytes")
+    return data.decode("utf-8")
+
+
 def parse_table(path: Path, device: str) -> TunedTable:
-    """Read and validate ``path``; ``ValueError`` says what is wrong with it."""
-    data = json.loads(path.read_text())
+    """Read and validate ``path``; ``ValueError`` (or ``OSError``) says what is wrong with it."""
+    try:
+        data = json.loads(read_table_text(path))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"not a format-{FORMAT} tuned table")
     if data.get("device") != device:
         raise ValueError(f"it is for device {data.get('device')!r}, not {device!r}")
+    entries = data.get("entries")
+    if not isinstance(entries, list):
+        raise ValueError("entries must be a list (of measured configurations)")
     buckets: Dict[Tuple[str, str], List[Tuple[float, KernelConfig]]] = {}
-    for i, entry in enumerate(data["entries"]):
-        dtype, launch_path, numel = entry["dtype"], entry["path"], entry["numel"]
-        fields = entry["config"]
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"entry {i} must be an object")
+        dtype, launch_path = entry.get("dtype"), entry.get("path")
         if dtype not in DTYPE_NAMES or launch_path not in PATHS:
             raise ValueError(f"entry {i}: unknown dtype or path ({dtype!r}, {launch_path!r})")
-        if not isinstance(numel, int) or numel < 1 or set(fields) - _CONFIG_FIELDS:
-            raise ValueError(f"entry {i}: bad numel or config fields")
-        block = fields["block_size"]
-        if not isinstance(block, int) or block < 1 or block & (block - 1):
-            raise ValueError(f"entry {i}: block_size must be a power of two")
-        config = KernelConfig(**fields, source=f"{path} [{dtype} {launch_path} {numel}]")
+        numel = _count(entry.get("numel"), f"entry {i}: numel", 1)
+        config = _config(entry.get("config"), f"{path} [{dtype} {launch_path} {numel}]")
         buckets.setdefault((dtype, launch_path), []).append((math.log2(numel), config))
-    native_below = {str(k): int(v) for k, v in data.get("native_below", {}).items()}
+    native_below = data.get("native_below", {})
+    if not isinstance(native_below, dict) or not set(native_below) <= set(DTYPE_NAMES):
+        raise ValueError(f"native_below must map dtype names ({', '.join(DTYPE_NAMES)}) to "
+                         "element counts")
+    native_below = {k: _count(v, f"native_below[{k!r}]", 0) for k, v in native_below.items()}
     return TunedTable(str(path), device,
                       {key: ([k for k, _ in sorted(v, key=lambda e: e[0])],
                              [c for _, c in sorted(v, key=lambda e: e[0])])
@@ -92,14 +145,18 @@ generation = 0
 
 
 def table_for(device: str) -> Optional[TunedTable]:
-    """The tuned table for a (normalised) device name, loaded once; ``None`` if there is none."""
+    """The tuned table for a (normalised) device name, loaded once; ``None`` if there is none.
+    Files are read outside the lock: a slow file system blocks no other thread's lookups."""
     try:
         return _tables[device]
     except KeyError:
         pass
+    table, problems = _load_first(device)
     with _lock:
-        if device not in _tables:
-            _tables[device] = _load_first(device)
+        if device not in _tables:  # the first thread to finish loading wins, and warns
+            _tables[device] = table
+            for problem in problems:
+                warnings.warn(problem, stacklevel=3)
     return _tables[device]
 
 
@@ -120,19 +177,22 @@ def clear_cache() -> None:
         generation += 1
 
 
-def _load_first(device: str) -> Optional[TunedTable]:
+def _load_first(device: str) -> Tuple[Optional[TunedTable], List[str]]:
+    """The first usable table for ``device`` and a warning for each unusable one before it.
+    Nothing in a file's content can raise from here."""
     user_dir = os.environ.get(TUNE_DIR_ENV)
     candidates = [(Path(user_dir) / f"{device}.json", True)] if user_dir else []
     candidates.append((shipped_dir() / f"{device}.json", False))
+    problems = []
     for path, warn_if_missing in candidates:
-        if not path.exists():
+        if not os.path.lexists(path):
             if warn_if_missing:
-                warnings.warn(f"mse_grad_triton: no tuned table {path} (from {TUNE_DIR_ENV}); "
-                              "using the next source", stacklevel=4)
+                problems.append(f"mse_grad_triton: no tuned table {path} (from {TUNE_DIR_ENV});"
+                                " using the next source")
             continue
         try:
-            return parse_table(path, device)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            warnings.warn(f"mse_grad_triton: ignoring tuned table {path}: {error}",
-                          stacklevel=4)
-    return None
+            return parse_table(path, device), problems
+        except Exception as error:  # any content, any file: one warning, then the next source
+            problems.append(f"mse_grad_triton: ignoring tuned table {path}: "
+                            f"{type(error).__name__}: {error}")
+    return None, problems

@@ -21,6 +21,7 @@ Ops (namespace ``mse_grad_triton``), each with a fake (meta) kernel and register
 import contextlib
 import threading
 import warnings
+from collections import Counter
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
@@ -38,8 +39,19 @@ _SCHEMA_ARGS = "(Tensor grad_output, Tensor self, Tensor target, int reduction)"
 def mse_loss_backward_op(grad_output: Tensor, self: Tensor, target: Tensor,
                          reduction: int) -> Tensor:
     """``mse_loss_backward`` as a PyTorch op (native op below a tuned crossover, see
-    ``backend="auto"``)."""
+    ``backend="auto"``; ATen's op for operands the kernel does not read, such as an integer
+    target, which ``F.mse_loss`` promotes)."""
+    if not _kernel_reads(grad_output, self, target):
+        return torch.ops.aten.mse_loss_backward(grad_output, self, target, reduction)
     return launcher.mse_loss_backward(grad_output, self, target, reduction)
+
+
+_KERNEL_DTYPES = frozenset(validation.SUPPORTED_DTYPES)
+
+
+def _kernel_reads(*tensors: Tensor) -> bool:
+    """Can the kernel read these tensors' dtypes (floats)? Else ATen's op promotes."""
+    return all(t.dtype in _KERNEL_DTYPES for t in tensors)
 
 
 @torch.library.custom_op("mse_grad_triton::mse_loss_backward_pair", mutates_args=(),
@@ -154,7 +166,7 @@ def _transformed() -> bool:
 def _gradient(grad_output: Tensor, a: Tensor, b: Tensor, reduction: int) -> Tensor:
     """d mse_loss(a, b) / d a: the kernel on plain tensors; a differentiable op when the
     gradient itself needs a graph (double backward); ATen's op under transforms."""
-    if _transformed():
+    if _transformed() or not _kernel_reads(grad_output, a, b):
         return torch.ops.aten.mse_loss_backward(grad_output, a, b, reduction)
     if torch.is_grad_enabled() and (grad_output.requires_grad or a.requires_grad
                                     or b.requires_grad):
@@ -165,7 +177,7 @@ def _gradient(grad_output: Tensor, a: Tensor, b: Tensor, reduction: int) -> Tens
 def _gradient_pair(grad_output: Tensor, input: Tensor, target: Tensor,
                    reduction: int) -> Tuple[Tensor, Tensor]:
     """Both gradients, from one kernel pass where the kernel may run (as ``_gradient``)."""
-    if _transformed():
+    if _transformed() or not _kernel_reads(grad_output, input, target):
         grad_input = torch.ops.aten.mse_loss_backward(grad_output, input, target, reduction)
         return grad_input, -grad_input
     if torch.is_grad_enabled() and (grad_output.requires_grad or input.requires_grad
@@ -230,7 +242,9 @@ def mse_loss(input: Tensor, target: Tensor, reduction: Union[int, str] = "mean")
     with PyTorch's warning when their sizes differ) and the gradients are summed back to each
     one's shape; ``mean`` divides by the broadcast size. When both require grad, one kernel
     pass writes both gradients. Eager calls go through an ``autograd.Function`` (``torch.func``
-    transforms work); traced ones (``torch.compile``, export) through the custom ops.
+    transforms work) — or, below a tuned crossover where the backward would be the native op
+    anyway, straight to ATen's loss; traced ones (``torch.compile``, export) through the
+    custom ops.
     """
     code = validation.reduction_code(reduction)
     compiling = torch.compiler.is_compiling()
@@ -243,6 +257,10 @@ def mse_loss(input: Tensor, target: Tensor, reduction: Union[int, str] = "mean")
         input, target = torch.broadcast_tensors(input, target)
     if compiling:
         return torch.ops.mse_grad_triton.mse_loss(input, target, code)
+    if launcher.native_preferred(input, input.numel()):
+        # Below the tuned crossover the backward would be the native op: then the whole loss
+        # is ATen's, with no Python autograd node (its cost is what the crossover avoids).
+        return torch._C._nn.mse_loss(input, target, code)
     if _transformed():
         return _TransformableMSELossFunction.apply(input, target, code)
     return _MSELossFunction.apply(input, target, code)
@@ -259,7 +277,9 @@ class MSELoss(torch.nn.MSELoss):
 
 DISPATCH_KEYS = {"npu": "PrivateUse1", "cuda": "CUDA", "cpu": "CPU"}
 _override: Optional[torch.library.Library] = None
-_override_devices: Tuple[str, ...] = ()
+_override_devices: Tuple[str, ...] = ()      # the devices the installed override covers
+_enabled_devices: Tuple[str, ...] = ()       # set by enable() / disable()
+_active_blocks: Counter = Counter()          # device -> enabled() blocks active on it
 _override_lock = threading.RLock()
 
 
@@ -269,25 +289,71 @@ def _overrides(dispatch_key: str):
     override is installed, so that it is never the override itself)."""
     keyset = torch._C.DispatchKeySet(dispatch_key)
     try:
-        stock = torch.library.get_kernel("aten::mse_loss_backward", dispatch_key)
-        stock_out = torch.library.get_kernel("aten::mse_loss_backward.grad_input", dispatch_key)
+        # The out= kernel: PyTorch's functional one re-dispatches to it, which would reach the
+        # override of the out variant again.
+        stock = torch.library.get_kernel("aten::mse_loss_backward.grad_input", dispatch_key)
     except RuntimeError:  # PyTorch has none for this device here (e.g. CPU-only build)
-        stock = stock_out = None
+        stock = None
     policy = "auto" if stock is not None else "triton"
 
     def native(grad_output, self, target, reduction, out):
-        if out is None:
-            return stock.call_boxed(keyset, grad_output, self, target, reduction)
-        return stock_out.call_boxed(keyset, grad_output, self, target, reduction,
-                                    grad_input=out)
+        return stock.call_boxed(keyset, grad_output, self, target, reduction, grad_input=out)
 
     def mse_loss_backward(grad_output, self, target, reduction):
         return launcher._run(grad_output, self, target, reduction, None, policy, native)
 
     def mse_loss_backward_out(grad_output, self, target, reduction, *, grad_input):
+        _resize_output(grad_input, torch.broadcast_shapes(grad_output.shape, self.shape,
+                                                          target.shape))
         return launcher._run(grad_output, self, target, reduction, grad_input, policy, native)
 
     return mse_loss_backward, mse_loss_backward_out
+
+
+def _resize_output(out: Tensor, shape: torch.Size) -> None:
+    """ATen's out= convention: an ``out`` of another shape is resized, with its warning
+    unless it was empty."""
+    if out.shape == shape:
+        return
+    if out.numel():
+        warnings.warn(f"An output with one or more elements was resized since it had shape "
+                      f"{list(out.shape)}, which does not match the required output shape "
+                      f"{list(shape)}. This behavior is deprecated, and in a future PyTorch "
+                      "release outputs will not be resized unless they have zero elements. "
+                      "You can explicitly reuse an out tensor t by resizing it, inplace, to "
+                      "zero elements with t.resize_(0).", stacklevel=3)
+    out.resize_(shape)
+
+
+def _check_devices(devices: Sequence[str]) -> Tuple[str, ...]:
+    unknown = [d for d in devices if d not in DISPATCH_KEYS]
+    if unknown or isinstance(devices, str):
+        raise ValueError(f"devices must be a sequence of {', '.join(DISPATCH_KEYS)}; "
+                         f"got {devices!r}")
+    return tuple(devices)
+
+
+def _apply() -> None:
+    """Install the override for the devices enabled now (by ``enable`` or by any active
+    ``enabled`` block), if that set changed. Called with the lock held."""
+    global _override, _override_devices
+    wanted = tuple(d for d in DISPATCH_KEYS
+                   if d in _enabled_devices or _active_blocks[d] > 0)
+    if wanted == _override_devices:
+        return
+    if _override is not None:
+        _override._destroy()
+        _override, _override_devices = None, ()
+    if not wanted:
+        return
+    library = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():  # "Overriding a previously registered kernel"
+        warnings.simplefilter("ignore", UserWarning)
+        for device in wanted:
+            kernel, kernel_out = _overrides(DISPATCH_KEYS[device])
+            library.impl("mse_loss_backward", kernel, DISPATCH_KEYS[device])
+            library.impl("mse_loss_backward.grad_input", kernel_out, DISPATCH_KEYS[device])
+    _override, _override_devices = library, wanted
 
 
 def enable(devices: Sequence[str] = ("npu", "cuda")) -> None:
@@ -295,31 +361,21 @@ def enable(devices: Sequence[str] = ("npu", "cuda")) -> None:
     on ``devices`` (``"npu"``, ``"cuda"``; ``"cpu"`` only on request: there it runs in Triton's
     interpreter), so that unmodified code — ``nn.MSELoss()(x, y).backward()`` — uses it.
     Below a device's tuned crossover (``backend="auto"``) PyTorch's own kernel runs.
-    Calling it again replaces the previous set of devices."""
-    unknown = [d for d in devices if d not in DISPATCH_KEYS]
-    if unknown or isinstance(devices, str):
-        raise ValueError(f"devices must be a sequence of {', '.join(DISPATCH_KEYS)}; "
-                         f"got {devices!r}")
-    global _override, _override_devices
+    Calling it again replaces the previous set of devices (``enabled`` blocks keep theirs)."""
+    global _enabled_devices
+    devices = _check_devices(devices)
     with _override_lock:
-        disable()
-        library = torch.library.Library("aten", "IMPL")
-        with warnings.catch_warnings():  # "Overriding a previously registered kernel"
-            warnings.simplefilter("ignore", UserWarning)
-            for device in devices:
-                kernel, kernel_out = _overrides(DISPATCH_KEYS[device])
-                library.impl("mse_loss_backward", kernel, DISPATCH_KEYS[device])
-                library.impl("mse_loss_backward.grad_input", kernel_out, DISPATCH_KEYS[device])
-        _override, _override_devices = library, tuple(devices)
+        _enabled_devices = devices
+        _apply()
 
 
 def disable() -> None:
-    """Give ``aten::mse_loss_backward`` back to PyTorch's own kernels."""
-    global _override, _override_devices
+    """Give ``aten::mse_loss_backward`` back to PyTorch's own kernels (except on the devices
+    of ``enabled`` blocks still active, until they end)."""
+    global _enabled_devices
     with _override_lock:
-        if _override is not None:
-            _override._destroy()
-        _override, _override_devices = None, ()
+        _enabled_devices = ()
+        _apply()
 
 
 def enabled_devices() -> Tuple[str, ...]:
@@ -329,15 +385,16 @@ def enabled_devices() -> Tuple[str, ...]:
 
 @contextlib.contextmanager
 def enabled(devices: Sequence[str] = ("npu", "cuda")) -> Iterator[None]:
-    """``enable(devices)`` for the ``with`` block, then whatever was enabled before."""
+    """The kernel on ``devices`` for the ``with`` block. Blocks compose, also across threads:
+    inside any active block its devices are on; when every block has ended, what ``enable``
+    and ``disable`` set is in force again."""
+    devices = _check_devices(devices)
     with _override_lock:
-        previous = _override_devices
-        enable(devices)
+        _active_blocks.update(devices)
+        _apply()
     try:
         yield
     finally:
         with _override_lock:
-            if previous:
-                enable(previous)
-            else:
-                disable()
+            _active_blocks.subtract(devices)
+            _apply()

@@ -371,3 +371,87 @@ def test_at_most_three_compiled_variants_over_batch_sizes(path, dtype):
                                         plan.constexprs, target, device.launch_options(plan.config))
         variants.add(triton_compat.specialisation_key(spec))
     assert len(variants) <= 3
+
+
+# --- edges (issue 12): each of these was a silent wrong answer or a crash -----------------
+
+def test_out_bumps_the_version_counter_so_autograd_sees_the_overwrite():
+    a = torch.ones(4, requires_grad=True)
+    saved = a * 1.0                      # a graph that saved `saved` for its backward
+    loss = (saved * saved).sum()
+    with torch.no_grad():
+        mse_loss_backward(torch.tensor(1.0), saved, torch.zeros(4), "sum", out=saved)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_out_refuses_autograd_and_inference_tensors_as_aten_does():
+    grad, target = torch.tensor(1.0), torch.zeros(4)
+    with pytest.raises(ValueError, match="automatic differentiation"):
+        mse_loss_backward(grad, torch.ones(4, requires_grad=True), target, out=torch.empty(4))
+    with torch.inference_mode():
+        inference_out = torch.empty(4)
+    with pytest.raises(ValueError, match="inference tensor"):
+        mse_loss_backward(grad, torch.ones(4), target, out=inference_out)
+    with torch.inference_mode():  # inside inference mode it is fine
+        mse_loss_backward(grad, torch.ones(4), target, "sum", out=inference_out)
+    assert torch.equal(inference_out, torch.full((4,), 2.0))
+
+
+def test_overlap_across_storages_over_the_same_memory_is_refused():
+    import numpy as np
+    memory = np.arange(4196, dtype=np.float32)
+    x, out = torch.from_numpy(memory[:4096]), torch.from_numpy(memory[100:4196])
+    assert x.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
+    with pytest.raises(ValueError, match="out partially overlaps self"):
+        mse_loss_backward(torch.tensor(1.0), x, torch.zeros(4096), "sum", out=out)
+    assert np.array_equal(memory, np.arange(4196, dtype=np.float32))  # nothing written
+
+
+def test_the_overlap_test_is_exact():
+    grad, x, y = torch.tensor(1.0), make([3, 3], torch.float32, 1), make([3, 3], torch.float32, 2)
+    # Distinct elements whose strides the quick test cannot prove apart: offsets 2i + 3j.
+    out = torch.full((20,), -1.0).as_strided((3, 3), (2, 3))
+    mse_loss_backward(grad, x, y, "sum", out=out)
+    assert_ulp_close(out, reference(grad, x, y, "sum"))
+    # The same bytes under another dtype of the same size are exactly self's elements.
+    half = make([5], torch.float16, 3)
+    expected = reference(torch.tensor(1.0), half, torch.zeros(5), "sum").to(torch.bfloat16)
+    mse_loss_backward(torch.tensor(1.0), half, torch.zeros(5, dtype=torch.float16), "sum",
+                      out=half.view(torch.bfloat16))
+    assert torch.equal(half.view(torch.bfloat16), expected)
+    # Interleaved, disjoint elements of one storage.
+    base = torch.zeros(20)
+    mse_loss_backward(grad, base[1::2] + 0, torch.zeros(10), "sum", out=base[::2])
+
+
+def test_a_zero_tensor_gradient_gives_zeros_not_a_crash():
+    zero = torch._efficientzerotensor(4)
+    assert torch.equal(mse_loss_backward(zero, torch.ones(4), torch.zeros(4), "none"),
+                       torch.zeros(4))
+    out = torch.full((4,), 7.0)
+    mse_loss_backward(zero, torch.ones(4), torch.zeros(4), "none", out=out)
+    assert torch.equal(out, torch.zeros(4))
+    grad_self, grad_target = mse_loss_backward_pair(zero, torch.ones(4), torch.zeros(4))
+    assert torch.equal(grad_self, torch.zeros(4)) and torch.equal(grad_target, torch.zeros(4))
+
+
+@pytest.mark.parametrize("grad,expected", [(0.25, 0.25 * 2 * 2e38), (0.0, 0.0)])
+def test_none_keeps_intermediates_in_range(grad, expected):
+    # 2 * (self - target) overflows fp32 here; grad * 2 first does not.
+    self = torch.tensor([2e38], dtype=torch.bfloat16)
+    result = mse_loss_backward(torch.tensor([grad], dtype=torch.bfloat16), self,
+                               torch.zeros(1, dtype=torch.bfloat16), "none")
+    exact = reference(torch.tensor([grad], dtype=torch.bfloat16), self,
+                      torch.zeros(1, dtype=torch.bfloat16), "none")
+    assert torch.isfinite(result).all() and result.item() == pytest.approx(expected, rel=0.01)
+    assert_ulp_close(result, exact)
+
+
+def test_mean_keeps_intermediates_out_of_the_subnormals():
+    # (self - target) * 2 / numel rounds in fp32's subnormals here; grad * 2 / numel first
+    # does not.
+    self = torch.full((4,), 3e-44)
+    grad = torch.tensor(3e30)
+    result = mse_loss_backward(grad, self, torch.zeros(4), "mean")
+    assert_ulp_close(result, reference(grad, self, torch.zeros(4), "mean"))

@@ -165,3 +165,81 @@ def test_auto_uses_the_table_crossover(tmp_path, monkeypatch):
     assert explain(*(torch.ones(1000) for _ in range(3))).backend == "triton"
     # Another dtype has no crossover in the table: always the kernel.
     assert explain(*(torch.ones(10, dtype=torch.float16) for _ in range(3))).backend == "triton"
+
+
+def _with_config(**fields):
+    entry = {"dtype": "float32", "path": "flat", "numel": 8,
+             "config": {"block_size": 128, "programs_per_unit": 1, "num_warps": 4,
+                        "multibuffer": True, **fields}}
+    return {**_table(), "entries": [entry]}
+
+
+HOSTILE_TABLES = {
+    "native_below_list": {**_table(), "native_below": [1, 2]},
+    "native_below_string": {**_table(), "native_below": "float32"},
+    "native_below_null": {**_table(), "native_below": None},
+    "native_below_infinity": '{"format": 1, "device": "cpu", "entries": [], '
+                             '"native_below": {"float32": Infinity}}',
+    "native_below_negative": {**_table(), "native_below": {"float32": -1}},
+    "native_below_huge": {**_table(), "native_below": {"float32": 1e300}},
+    "native_below_bool": {**_table(), "native_below": {"float32": True}},
+    "native_below_dict": {**_table(), "native_below": {"float32": {}}},
+    "programs_string": _with_config(programs_per_unit="2"),
+    "programs_null": _with_config(programs_per_unit=None),
+    "programs_list": _with_config(programs_per_unit=[1]),
+    "programs_fraction": _with_config(programs_per_unit=2.5),
+    "programs_zero": _with_config(programs_per_unit=0),
+    "programs_bool": _with_config(programs_per_unit=True),
+    "warps_three": _with_config(num_warps=3),
+    "warps_huge": _with_config(num_warps=1024),
+    "multibuffer_string": _with_config(multibuffer="x"),
+    "block_bool": _with_config(block_size=True),
+    "numel_negative": {**_table(), "entries": [{"dtype": "float32", "path": "flat",
+                                                "numel": -1, "config": {"block_size": 128}}]},
+    "entries_dict": {**_table(), "entries": {}},
+    "entry_string": {**_table(), "entries": ["x"]},
+    "deep_json": "[" * 100_000 + "]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("content", HOSTILE_TABLES.values(), ids=HOSTILE_TABLES)
+def test_no_table_content_breaks_a_call(content, tmp_path, monkeypatch):
+    _use(tmp_path, monkeypatch, content)
+    inputs = [torch.ones(2**10) for _ in range(3)]
+    with pytest.warns(UserWarning, match="ignoring tuned table") as caught:
+        explain(*inputs)
+    assert len(caught) == 1 and str(tmp_path / "cpu.json") in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        result = mse_loss_backward(*inputs)  # defaults: the call works
+    assert torch.equal(result, torch.zeros(2**10))
+
+
+def test_a_device_file_or_fifo_as_table_neither_hangs_nor_reads(tmp_path, monkeypatch):
+    import os
+    import threading
+    (tmp_path / "cpu.json").symlink_to("/dev/zero")
+    monkeypatch.setenv(tables.TUNE_DIR_ENV, str(tmp_path))
+    with pytest.warns(UserWarning, match="not a regular file"):
+        assert tables.table_for("cpu") is None
+    fifo_dir = tmp_path / "fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / "cpu.json")  # nobody ever writes: reading it would block forever
+    monkeypatch.setenv(tables.TUNE_DIR_ENV, str(fifo_dir))
+    tables.clear_cache()
+    done = []
+
+    def lookup():
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            done.append(tables.table_for("cpu"))
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and done == [None]
+
+
+def test_an_oversized_table_is_not_read(tmp_path, monkeypatch):
+    _use(tmp_path, monkeypatch, " " * (tables.MAX_TABLE_BYTES + 1))
+    with pytest.warns(UserWarning, match="larger than"):
+        assert tables.table_for("cpu") is None

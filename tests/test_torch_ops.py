@@ -325,3 +325,77 @@ def test_concurrent_backward_passes():
         thread.join()
     for x, y in pairs:
         assert_ulp_close(x.grad, 2 * (x.detach() - y).double())
+
+
+def test_enabled_blocks_compose_across_threads(launches):
+    import threading
+    a_entered, b_entered, a_left, b_checked = (threading.Event() for _ in range(4))
+    seen = {}
+
+    def thread_a():
+        with mgt.enabled(devices=("cpu",)):
+            a_entered.set()
+            b_entered.wait(10)
+        a_left.set()
+
+    def thread_b():
+        a_entered.wait(10)
+        with mgt.enabled(devices=("cpu",)):
+            b_entered.set()
+            a_left.wait(10)
+            seen["inside_after_a_left"] = mgt.enabled_devices()
+            seen["kernel_ran"] = _stock_backward_runs_kernel(launches)
+        b_checked.set()
+
+    threads = [threading.Thread(target=thread_a), threading.Thread(target=thread_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen == {"inside_after_a_left": ("cpu",), "kernel_ran": True}
+    assert mgt.enabled_devices() == ()  # both left: as before
+    assert not _stock_backward_runs_kernel(launches)
+
+
+def test_an_integer_target_promotes_like_stock():
+    x, y = make([6], torch.float32, 1), torch.tensor([1, 2, 3, 4, 5, 6])
+    ours, stock = x.clone().requires_grad_(), x.clone().requires_grad_()
+    mgt.mse_loss(ours, y).backward()
+    F.mse_loss(stock, y).backward()
+    torch.testing.assert_close(ours.grad, stock.grad)
+
+
+def test_under_enable_the_out_variant_resizes_like_aten():
+    grad, x, y = torch.tensor(1.0), make([3, 4], torch.float32, 1), make([3, 4], torch.float32, 2)
+    expected = torch.ops.aten.mse_loss_backward(grad, x, y, 1)
+    with mgt.enabled(devices=("cpu",)):
+        empty = torch.empty(0)
+        torch.ops.aten.mse_loss_backward.grad_input(grad, x, y, 1, grad_input=empty)
+        assert empty.shape == (3, 4)
+        torch.testing.assert_close(empty, expected)
+        wrong = torch.empty(5)
+        with pytest.warns(UserWarning, match="was resized"):
+            torch.ops.aten.mse_loss_backward.grad_input(grad, x, y, 1, grad_input=wrong)
+        torch.testing.assert_close(wrong, expected)
+
+
+def test_below_the_crossover_the_eager_loss_is_atens_own(launches, tmp_path, monkeypatch,
+                                                          fresh_tables):
+    import json
+
+    from mse_grad_triton import tables
+    (tmp_path / "cpu.json").write_text(json.dumps({
+        "format": tables.FORMAT, "device": "cpu", "entries": [],
+        "native_below": {"float32": 100}}))
+    monkeypatch.setenv(tables.TUNE_DIR_ENV, str(tmp_path))
+    tables.clear_cache()
+    small, target = make([64, 1], torch.float32, 1), make([64, 1], torch.float32, 2)
+    ours, stock = small.clone().requires_grad_(), small.clone().requires_grad_()
+    loss = mgt.MSELoss()(ours, target)
+    assert loss.grad_fn.name() == "MseLossBackward0"  # no Python autograd node
+    loss.backward()
+    torch.nn.MSELoss()(stock, target).backward()
+    assert len(launches) == 0 and torch.equal(ours.grad, stock.grad)
+    large = make([20, 10], torch.float32, 3).requires_grad_()
+    mgt.MSELoss()(large, make([20, 10], torch.float32, 4)).backward()
+    assert len(launches) == 1  # at the crossover and above: the kernel

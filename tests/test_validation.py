@@ -141,3 +141,28 @@ def test_float64_refused_on_backend_without_it(monkeypatch, no_launch):
     args[2] = args[2].double()
     with pytest.raises(TypeError, match="target is float64"):
         mse_loss_backward(*args, "mean")
+
+
+def test_a_lazily_negated_tensor_is_refused_not_misread(no_launch):
+    # A real view with the negative bit set: its memory holds the negation of its values.
+    x = torch.tensor([1 + 2j, 3 - 4j]).conj().imag
+    assert x.is_neg()
+    with pytest.raises(TypeError, match="self has its negative bit set"):
+        mse_loss_backward(torch.ones(2), x, torch.zeros(2), "none")
+
+
+def test_nested_tensors_are_a_type_error(no_launch):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # nested tensors are a prototype
+        nested = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])
+    with pytest.raises(TypeError, match="target must be a dense .*nested"):
+        mse_loss_backward(torch.ones(2), torch.ones(2), nested, "none")
+
+
+@pytest.mark.parametrize("position,name", [(1, "self"), (2, "target")])
+def test_a_zero_tensor_input_is_a_type_error(position, name, no_launch):
+    args = _args((4,))
+    args[position] = torch._efficientzerotensor(4)
+    with pytest.raises(TypeError, match=f"{name} is a ZeroTensor"):
+        mse_loss_backward(*args, "none")
