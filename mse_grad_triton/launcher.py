@@ -76,6 +76,8 @@ class _Call:
     reason: str
     plan: Optional[LaunchPlan] = None
     zeros: bool = False        # grad_output is a ZeroTensor: the result is zeros, no launch
+    dtype: Optional[torch.dtype] = None     # the fresh result's: self's
+    device: Optional[torch.device] = None   # the tensors'
 
 
 def mse_loss_backward(
@@ -133,7 +135,7 @@ def _run(grad_output, self, target, reduction, out, policy, native_kernel: Optio
                        call.shape)
     fresh = out is None
     if fresh:
-        out = torch.empty(call.shape, dtype=self.dtype, device=self.device)
+        out = torch.empty(call.shape, dtype=call.dtype, device=call.device)
     if call.plan is not None:
         call.device_backend.launch(call.plan, (grad_output, self, target, out, out))
         if not fresh:  # as ATen's out= ops: a graph that saved out sees it was overwritten
@@ -283,7 +285,7 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
                          "have as many elements for mean: each one's gradient divides by it")
     if grad_output._is_zerotensor():
         return _Call(code, shape, device_backend, False, "grad_output is a ZeroTensor: the "
-                     "result is zeros", zeros=True)
+                     "result is zeros", zeros=True, dtype=self.dtype, device=self.device)
     native, reason = _decide(policy, device_backend, self.dtype, math.prod(shape))
     plan = None
     if not native and 0 not in shape:
@@ -291,7 +293,8 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
         negated = _FreshOutput(shape, target.dtype) if pair else None
         plan = plan_launch(grad_output, self, target, planned_out, code, device_backend,
                            negated_out=negated)
-    return _Call(code, shape, device_backend, native, reason, plan)
+    return _Call(code, shape, device_backend, native, reason, plan, dtype=self.dtype,
+                 device=self.device)
 
 
 @dataclass(frozen=True)
