@@ -330,7 +330,11 @@ def native_preferred(self: torch.Tensor, numel: int) -> bool:
     if preferred is None:
         if self.dtype not in _DTYPE_NAMES:
             return False
-        preferred = _decide("auto", backends.backend_for(self.device), self.dtype, numel)[0]
+        try:
+            device_backend = backends.backend_for(self.device)
+        except ValueError:  # a device the kernel does not run on (meta): no crossover
+            return False
+        preferred = _decide("auto", device_backend, self.dtype, numel)[0]
         if len(_native_preferred) >= _MAX_CACHED:
             _native_preferred.clear()
         _native_preferred[key] = preferred
