@@ -101,9 +101,15 @@ CANDIDATES = {
 }
 
 
+# CUDA: elements each thread holds per operand. At 16 (e.g. 2048 x fp16 over 4 warps) ptxas
+# spills on sm_90/sm_100; at 8 no specialisation does (./run cuda-check, Triton 3.9).
+MAX_ELEMENTS_PER_THREAD = 8
+
+
 def candidate_configs(backend: str, input_itemsizes: Sequence[int],
                       output_itemsizes: Sequence[int]) -> List[KernelConfig]:
-    """Every configuration the tuner may try for these item sizes (UB-feasible on NPU)."""
+    """Every configuration the tuner may try for these item sizes (UB-feasible on NPU; on
+    CUDA, at most ``MAX_ELEMENTS_PER_THREAD`` elements per thread)."""
     space = CANDIDATES[backend]
     names = list(space)
     configs = [KernelConfig(**dict(zip(names, values)), source="candidate")
@@ -111,4 +117,7 @@ def candidate_configs(backend: str, input_itemsizes: Sequence[int],
     if backend == "npu":
         configs = [c for c in configs if ub_footprint_bytes(
             c.block_size, input_itemsizes, output_itemsizes, c.multibuffer) <= UB_BYTES]
+    if backend == "cuda":
+        configs = [c for c in configs
+                   if c.block_size <= MAX_ELEMENTS_PER_THREAD * 32 * c.num_warps]
     return configs

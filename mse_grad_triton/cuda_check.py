@@ -103,13 +103,16 @@ def enumerate_cases(quick: bool) -> List[Case]:
                                         c.block_size, c.num_warps))
 
 
+# A GPU as the launcher plans for it (its launch options included).
+_BACKEND = backends.Backend("cuda", "sm", SM_COUNT, True)
+
+
 def _plan(case: Case):
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
-    backend = backends.Backend("cuda", "sm", SM_COUNT, True)
     config = (configs.KernelConfig(block_size=case.block_size, num_warps=case.num_warps)
               if case.block_size else None)
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    plan = launcher.plan_launch(*tensors, 1, backend, config, negated if case.negated else None)
+    plan = launcher.plan_launch(*tensors, 1, _BACKEND, config, negated if case.negated else None)
     return (*tensors, negated), plan
 
 
@@ -210,7 +213,7 @@ def check_case(case: Case, archs: Sequence[int]) -> List[Result]:
         try:
             spec = triton_compat.specialise(plan.kernel, (*tensors, *plan.scalar_args),
                                             plan.constexprs, triton_compat.target("cuda", arch),
-                                            {"num_warps": case.num_warps})
+                                            _BACKEND.launch_options(plan.config))
             compiled = triton_compat.compile(spec)
             usage = ptxas_usage(compiled.asm["ptx"], arch)
         except Exception as error:  # a compile failure is a result, not a crash
@@ -286,8 +289,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = run(cases, archs, args.jobs)
     shown = [r for r in results if r.problems] if args.quiet else results
     import triton
-    print(f"CUDA compile check: {len(cases)} specialisations x sm_{', sm_'.join(map(str, archs))}"
-          f" (Triton {triton.__version__}; PTX and ptxas -v, no GPU)")
+    from triton.backends.nvidia.compiler import sm_arch_from_capability
+
+    print(f"CUDA compile check: {len(cases)} specialisations x "
+          f"{', '.join(sm_arch_from_capability(a) for a in archs)} (Triton {triton.__version__};"
+          " PTX and ptxas -v, no GPU)")
     print("bits: widest global access per operand grad_output/self/target/out/negated_out "
           "(128 = 16-byte vectors; * narrower ones too, e.g. a masked last tile; - not "
           "accessed); cvt: layout conversions through shared memory; bar: bar.sync in the PTX")

@@ -45,3 +45,10 @@ def test_small_tensors_get_smaller_tiles_down_to_the_minimum(backend):
     tiny = configs.select_config(backend, [4, 4], [4], 10, 1, num_units=40).block_size
     assert small <= big
     assert tiny == configs.DEFAULTS[backend]["min_block_size"]
+
+
+def test_cuda_candidates_hold_at_most_eight_elements_per_thread():
+    # Measured by the CUDA gate: 16 per thread spills on sm_90/sm_100.
+    candidates = configs.candidate_configs("cuda", [2, 2, 2], [2])
+    assert candidates and all(c.block_size <= 8 * 32 * c.num_warps for c in candidates)
+    assert {(c.block_size, c.num_warps) for c in candidates} >= {(2048, 8), (1024, 4)}
