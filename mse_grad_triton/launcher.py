@@ -76,8 +76,6 @@ class _Call:
     reason: str
     plan: Optional[LaunchPlan] = None
     zeros: bool = False        # grad_output is a ZeroTensor: the result is zeros, no launch
-    dtype: Optional[torch.dtype] = None     # the fresh result's: self's
-    device: Optional[torch.device] = None   # the tensors'
 
 
 def mse_loss_backward(
@@ -135,7 +133,7 @@ def _run(grad_output, self, target, reduction, out, policy, native_kernel: Optio
                        call.shape)
     fresh = out is None
     if fresh:
-        out = torch.empty(call.shape, dtype=call.dtype, device=call.device)
+        out = torch.empty(call.shape, dtype=self.dtype, device=self.device)
     if call.plan is not None:
         call.device_backend.launch(call.plan, (grad_output, self, target, out, out))
         if not fresh:  # as ATen's out= ops: a graph that saved out sees it was overwritten
@@ -191,6 +189,14 @@ _plans: Dict[tuple, LaunchPlan] = {}
 _MAX_CACHED = 1024
 
 
+def _remember(cache: dict, key, value):
+    """Store ``value`` in a bounded cache (emptied when full: geometries rarely churn)."""
+    if len(cache) >= _MAX_CACHED:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def clear_caches() -> None:
     """Forget validated calls and plans (after changing the built-in defaults)."""
     _calls.clear()
@@ -217,9 +223,7 @@ def _call(grad_output, self, target, reduction, out, policy, pair: bool) -> _Cal
     if call is None:
         call = _validate(grad_output, self, target, reduction, out, policy, pair)
         if key is not None:
-            if len(_calls) >= _MAX_CACHED:
-                _calls.clear()
-            _calls[key] = call
+            _remember(_calls, key, call)
     return call
 
 
@@ -236,11 +240,8 @@ def launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
            *((t.shape, t.stride(), t.dtype) if t is not None else None for t in operands))
     plan = _plans.get(key)
     if plan is None:
-        plan = plan_launch(grad_output, self, target, out, reduction_code, backend, config,
-                           negated_out)
-        if len(_plans) >= _MAX_CACHED:
-            _plans.clear()
-        _plans[key] = plan
+        plan = _remember(_plans, key, plan_launch(grad_output, self, target, out,
+                                                  reduction_code, backend, config, negated_out))
     backend.launch(plan, (grad_output, self, target, out,
                           out if negated_out is None else negated_out))
     return plan
@@ -285,7 +286,7 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
                          "have as many elements for mean: each one's gradient divides by it")
     if grad_output._is_zerotensor():
         return _Call(code, shape, device_backend, False, "grad_output is a ZeroTensor: the "
-                     "result is zeros", zeros=True, dtype=self.dtype, device=self.device)
+                     "result is zeros", zeros=True)
     native, reason = _decide(policy, device_backend, self.dtype, math.prod(shape))
     plan = None
     if not native and 0 not in shape:
@@ -293,8 +294,7 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
         negated = _FreshOutput(shape, target.dtype) if pair else None
         plan = plan_launch(grad_output, self, target, planned_out, code, device_backend,
                            negated_out=negated)
-    return _Call(code, shape, device_backend, native, reason, plan, dtype=self.dtype,
-                 device=self.device)
+    return _Call(code, shape, device_backend, native, reason, plan)
 
 
 @dataclass(frozen=True)
@@ -334,10 +334,8 @@ def native_preferred(self: torch.Tensor, numel: int) -> bool:
             device_backend = backends.backend_for(self.device)
         except ValueError:  # a device the kernel does not run on (meta): no crossover
             return False
-        preferred = _decide("auto", device_backend, self.dtype, numel)[0]
-        if len(_native_preferred) >= _MAX_CACHED:
-            _native_preferred.clear()
-        _native_preferred[key] = preferred
+        preferred = _remember(_native_preferred, key,
+                              _decide("auto", device_backend, self.dtype, numel)[0])
     return preferred
 
 

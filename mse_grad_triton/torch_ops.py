@@ -163,25 +163,36 @@ def _transformed() -> bool:
             or torch.autograd.forward_ad._current_level >= 0)
 
 
-def _gradient(grad_output: Tensor, a: Tensor, b: Tensor, reduction: int) -> Tensor:
-    """d mse_loss(a, b) / d a: the kernel on plain tensors; a differentiable op when the
-    gradient itself needs a graph (double backward); ATen's op under transforms."""
+def _route(grad_output: Tensor, a: Tensor, b: Tensor) -> str:
+    """Who computes a gradient: ``"aten"`` under transforms or for dtypes the kernel does not
+    read (composable, promotes), ``"op"`` when the gradient itself needs a graph (double
+    backward: the differentiable custom op), else ``"kernel"`` (the launcher directly)."""
     if _transformed() or not _kernel_reads(grad_output, a, b):
-        return torch.ops.aten.mse_loss_backward(grad_output, a, b, reduction)
+        return "aten"
     if torch.is_grad_enabled() and (grad_output.requires_grad or a.requires_grad
                                     or b.requires_grad):
+        return "op"
+    return "kernel"
+
+
+def _gradient(grad_output: Tensor, a: Tensor, b: Tensor, reduction: int) -> Tensor:
+    """d mse_loss(a, b) / d a (see ``_route``)."""
+    route = _route(grad_output, a, b)
+    if route == "aten":
+        return torch.ops.aten.mse_loss_backward(grad_output, a, b, reduction)
+    if route == "op":
         return torch.ops.mse_grad_triton.mse_loss_backward(grad_output, a, b, reduction)
     return launcher.mse_loss_backward(grad_output, a, b, reduction)
 
 
 def _gradient_pair(grad_output: Tensor, input: Tensor, target: Tensor,
                    reduction: int) -> Tuple[Tensor, Tensor]:
-    """Both gradients, from one kernel pass where the kernel may run (as ``_gradient``)."""
-    if _transformed() or not _kernel_reads(grad_output, input, target):
+    """Both gradients, from one kernel pass where the kernel may run (see ``_route``)."""
+    route = _route(grad_output, input, target)
+    if route == "aten":
         grad_input = torch.ops.aten.mse_loss_backward(grad_output, input, target, reduction)
         return grad_input, -grad_input
-    if torch.is_grad_enabled() and (grad_output.requires_grad or input.requires_grad
-                                    or target.requires_grad):
+    if route == "op":
         return torch.ops.mse_grad_triton.mse_loss_backward_pair(grad_output, input, target,
                                                                 reduction)
     return launcher.mse_loss_backward_pair(grad_output, input, target, reduction)
