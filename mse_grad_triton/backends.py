@@ -84,18 +84,19 @@ class CompiledBackend(Backend):
             with self.device_guard():  # the tensors' device becomes current for the launch
                 return self.launch(plan, operands)
         grad_output, self_, target, out, negated_out = operands
+        pointers = (grad_output.data_ptr(), self_.data_ptr(), target.data_ptr(), out.data_ptr(),
+                    negated_out.data_ptr())
         # Triton specialises each pointer on 16-byte alignment: part of the compiled kernel's key.
-        if (grad_output.data_ptr() | self_.data_ptr() | target.data_ptr() | out.data_ptr()
-                | negated_out.data_ptr()) & 15 == 0:
+        if (pointers[0] | pointers[1] | pointers[2] | pointers[3] | pointers[4]) & 15 == 0:
             aligned = True
         else:
-            aligned = tuple(t.data_ptr() % 16 == 0 for t in operands)
+            aligned = tuple(pointer % 16 == 0 for pointer in pointers)
         launch = plan.compiled.get(aligned)
         if launch is None or triton_compat.hooks_installed():
             self._launch_through_jit(plan, operands, aligned)
-        else:
+        else:  # both compilers' C launchers take a pointer as an int as well as a tensor
             launch(plan.num_programs, self.current_stream(self.device.index),
-                   (*operands, *plan.launch_tail))
+                   (*pointers, *plan.launch_tail))
 
     def _launch_through_jit(self, plan, operands, aligned):
         """``kernel[grid](...)``, keeping the compiled kernel for direct launches."""

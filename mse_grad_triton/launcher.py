@@ -76,6 +76,13 @@ class _Call:
     reason: str
     plan: Optional[LaunchPlan] = None
     zeros: bool = False        # grad_output is a ZeroTensor: the result is zeros, no launch
+    result_like_self: bool = False  # the result has self's shape: allocate with empty_like
+
+    def new_result(self, self_: torch.Tensor) -> torch.Tensor:
+        """A contiguous result of the broadcast shape in ``self_``'s dtype, on its device."""
+        if self.result_like_self:  # half the host time of torch.empty(shape, dtype, device)
+            return torch.empty_like(self_, memory_format=torch.contiguous_format)
+        return torch.empty(self.shape, dtype=self_.dtype, device=self_.device)
 
 
 def mse_loss_backward(
@@ -129,11 +136,14 @@ def _run(grad_output, self, target, reduction, out, policy, native_kernel: Optio
             return torch.zeros(call.shape, dtype=self.dtype, device=self.device)
         return out.zero_()
     if call.native:
-        return _native(grad_output, self, target, call.reduction, out, native_kernel,
-                       call.shape)
+        if native_kernel is None:
+            return _aten(grad_output, self, target, call.reduction, out)
+        # PyTorch's own out= kernel, on a fresh result if need be
+        out = call.new_result(self) if out is None else out
+        return native_kernel(grad_output, self, target, call.reduction, out)
     fresh = out is None
     if fresh:
-        out = torch.empty(call.shape, dtype=self.dtype, device=self.device)
+        out = call.new_result(self)
     if call.plan is not None:
         call.device_backend.launch(call.plan, (grad_output, self, target, out, out))
         if not fresh:  # as ATen's out= ops: a graph that saved out sees it was overwritten
@@ -141,11 +151,8 @@ def _run(grad_output, self, target, reduction, out, policy, native_kernel: Optio
     return out
 
 
-def _native(grad_output, self, target, reduction, out, native_kernel, shape):
-    if native_kernel is not None:  # PyTorch's own out= kernel, on a fresh result if need be
-        if out is None:
-            out = torch.empty(shape, dtype=self.dtype, device=self.device)
-        return native_kernel(grad_output, self, target, reduction, out)
+def _aten(grad_output, self, target, reduction, out):
+    """The native op through the dispatcher (aclnnMseLossBackward on NPU)."""
     if out is None:
         return torch.ops.aten.mse_loss_backward(grad_output, self, target, reduction)
     return torch.ops.aten.mse_loss_backward.grad_input(grad_output, self, target, reduction,
@@ -204,19 +211,20 @@ def clear_caches() -> None:
     _native_preferred.clear()
 
 
-def _metadata(tensor) -> tuple:
-    """What a call's checks and plan depend on, of one tensor argument."""
-    return (tensor.shape, tensor.stride(), tensor.dtype, tensor.device, tensor.is_neg(),
-            tensor._is_zerotensor())
-
-
 def _call(grad_output, self, target, reduction, out, policy, pair: bool) -> _Call:
     """The validated call for this geometry: from the cache, or checked and planned now."""
     try:
+        # What the checks and the plan depend on, in one flat tuple (the key costs more than
+        # anything else on the host path: no nesting, each attribute read once).
         key = (type(reduction), reduction, type(policy), policy, pair, tables.generation,
                backends.generation,
-               _metadata(grad_output), _metadata(self), _metadata(target),
-               None if out is None else _metadata(out))
+               grad_output.shape, grad_output.stride(), grad_output.dtype, grad_output.device,
+               self.shape, self.stride(), self.dtype, self.device,
+               target.shape, target.stride(), target.dtype, target.device,
+               grad_output._is_zerotensor(), self._is_zerotensor(), target._is_zerotensor(),
+               grad_output.is_neg() or self.is_neg() or target.is_neg(),
+               None if out is None else (out.shape, out.stride(), out.dtype, out.device,
+                                         out.is_neg(), out._is_zerotensor()))
         call = _calls.get(key)
     except (AttributeError, TypeError, RuntimeError):  # not tensors: the checks say why
         key = call = None
@@ -294,7 +302,8 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
         negated = _FreshOutput(shape, target.dtype) if pair else None
         plan = plan_launch(grad_output, self, target, planned_out, code, device_backend,
                            negated_out=negated)
-    return _Call(code, shape, device_backend, native, reason, plan)
+    return _Call(code, shape, device_backend, native, reason, plan,
+                 result_like_self=shape == tuple(self.shape))
 
 
 @dataclass(frozen=True)

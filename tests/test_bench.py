@@ -41,7 +41,8 @@ def test_results_hold_every_field_and_every_row_is_correct(quick_run):
     assert {"torch", "triton"} <= set(data["versions"]) and data["date"]
     assert data["copy_bandwidth_gbps"] > 0
     step = data["host_path"]["training_step"]
-    assert set(step["us"]) == {"stock_MSELoss", "mgt_MSELoss", "stock_MSELoss_under_enabled"}
+    assert set(step["us"]) == {"stock_MSELoss", "mgt_MSELoss", "stock_MSELoss_under_enabled",
+                                "stock_MSELoss_under_bare_override"}
     assert all(us > 0 for us in step["us"].values())
     rows = data["rows"]
     assert {r["provider"] for r in rows} == {"triton", "auto", "native"}

@@ -295,6 +295,10 @@ def test_enable_honours_the_tuned_crossover(launches, tmp_path, monkeypatch, fre
         small = make([64, 1], torch.float32, 1).requires_grad_()
         torch.nn.MSELoss()(small, make([64, 1], torch.float32, 2)).backward()
         assert len(launches) == 0  # below the crossover: PyTorch's own kernel
+        # A broadcast below the crossover takes the launcher's checked path, to the same end.
+        broadcast = torch.ops.aten.mse_loss_backward(torch.tensor(1.0), small.detach(),
+                                                     make([1, 1], torch.float32, 3), 1)
+        assert len(launches) == 0
         large = make([20, 10], torch.float32, 1).requires_grad_()
         target = make([20, 10], torch.float32, 2)
         torch.nn.MSELoss()(large, target).backward()
@@ -302,6 +306,8 @@ def test_enable_honours_the_tuned_crossover(launches, tmp_path, monkeypatch, fre
     expected = torch.ops.aten.mse_loss_backward(torch.tensor(1.0), small.detach(),
                                                 make([64, 1], torch.float32, 2), 1)
     torch.testing.assert_close(small.grad, expected, rtol=0, atol=0)
+    torch.testing.assert_close(broadcast, torch.ops.aten.mse_loss_backward(
+        torch.tensor(1.0), small.detach(), make([1, 1], torch.float32, 3), 1), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("devices", [("tpu",), "cpu", ("cpu", "gpu")])
