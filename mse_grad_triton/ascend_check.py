@@ -28,6 +28,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -40,7 +41,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import backends, configs, launcher, tables, triton_compat
+from . import backends, configs, kernels, launcher, layout, tables, triton_compat
 from .kernels import MAX_OUTER_DIMS
 
 # One A2 (910B) and one A3 (910_93) target by default; --targets all adds every 910B variant.
@@ -49,6 +50,10 @@ ALL_TARGETS = ("Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Asce
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 OPERANDS = ("grad_output", "self", "target", "out", "negated_out")
 VECTOR_CORES = 48  # grid size only; it does not change the compiled code
+# A layout of at least LARGE_LAYOUT elements must move at least MIN_TRANSFER_BYTES per operand
+# per block transfer: below that a DMA's setup, not the copy bandwidth, sets the pace.
+LARGE_LAYOUT = 1 << 16
+MIN_TRANSFER_BYTES = 1024
 
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -67,7 +72,8 @@ def _alternating_broadcast(outer_dims: int) -> Callable[..., Tensors]:
                                _meta(shape, o))
 
 
-# name -> (operands builder from the four dtypes, must every access be a block transfer?)
+# name -> (operands builder from the four dtypes, must every access be a block transfer
+# with unit stride innermost?)
 LAYOUTS: Dict[str, Tuple[Callable[..., Tensors], bool]] = {
     "flat": (lambda g, x, y, o: (_meta([1000, 4096], g), _meta([1000, 4096], x),
                                  _meta([1000, 4096], y), _meta([1000, 4096], o)), True),
@@ -88,14 +94,36 @@ LAYOUTS: Dict[str, Tuple[Callable[..., Tensors], bool]] = {
                                           _meta([1000, 4096], o)), True),
     "row_stride_2^31+": (lambda g, x, y, o: (_meta([], g), _meta([3, 4096], x, [2**31 + 64, 1]),
                                              _meta([3, 4096], y), _meta([3, 4096], o)), True),
-    # Non-unit inner strides: reported, not required to be block transfers.
+    # 2-D tiles: short rows, slices, a row broadcast (issue 11's layouts)
+    "rows_of_4": (lambda g, x, y, o: (_meta([], g), _meta([1 << 16, 4], x),
+                                      _meta([1 << 16, 1], y), _meta([1 << 16, 4], o)), True),
+    "sliced_rows_of_4": (lambda g, x, y, o: (_meta([], g), _meta([1 << 16, 64], x)[:, :4],
+                                             _meta([1 << 16, 4], y), _meta([1 << 16, 4], o)),
+                         True),
+    "rows_of_3": (lambda g, x, y, o: (_meta([32, 100, 3], g), _meta([32, 100, 3], x),
+                                      _meta([32, 1, 3], y), _meta([32, 100, 3], o)), True),
+    # Permuted operands: moved along their own unit-stride dimension, turned on chip.
     "transposed_self": (lambda g, x, y, o: (_meta([1000, 4096], g),
                                             _meta([4096, 1000], x).t(),
                                             _meta([1000, 4096], y), _meta([1000, 4096], o)),
-                        False),
+                        True),
+    "transposed_out": (lambda g, x, y, o: (_meta([], g), _meta([1000, 4096], x),
+                                           _meta([1000, 4096], y), _meta([4096, 1000], o).t()),
+                       True),
+    "channels_last_self": (lambda g, x, y, o: (
+        _meta([], g), _meta([8, 64, 32, 32], x).to(memory_format=torch.channels_last),
+        _meta([8, 64, 32, 32], y), _meta([8, 64, 32, 32], o)), True),
+    "channels_last_target": (lambda g, x, y, o: (
+        _meta([], g), _meta([8, 64, 32, 32], x),
+        _meta([8, 64, 32, 32], y).to(memory_format=torch.channels_last),
+        _meta([8, 64, 32, 32], o)), True),
     "wide_lanes": (lambda g, x, y, o: (_meta([], g), _meta([4096, 3 << 20], x).t(),
                                        _meta([3 << 20, 4096], y), _meta([3 << 20, 4096], o)),
-                   False),
+                   True),
+    # A stepped slice has no unit-stride dimension to walk: reported, allowed to be strided.
+    "stepped_self": (lambda g, x, y, o: (_meta([], g), _meta([1000, 8192], x)[:, ::2],
+                                         _meta([1000, 4096], y), _meta([1000, 4096], o)),
+                     False),
     **{f"outer_dims_{k}": (_alternating_broadcast(k), True)
        for k in range(2, MAX_OUTER_DIMS + 1)},
 }
@@ -124,6 +152,11 @@ class Result:
     formula_bytes: int = 0    # configs.ub_footprint_bytes, multibuffer included
     moved_per_element: float = 0.0
     minimum_per_element: int = 0
+    tile: Tuple[int, int] = (0, 0)  # (rows, columns) of the compiled tile
+    # operand -> bytes of its smallest block transfer, and whether its transfers walk unit
+    # stride innermost
+    transfer_bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
+    unit_innermost: Dict[str, bool] = dataclasses.field(default_factory=dict)
     problems: List[str] = dataclasses.field(default_factory=list)
 
 
@@ -156,20 +189,25 @@ def enumerate_cases(full: bool) -> List[Case]:
                                         c.block_size, c.multibuffer))
 
 
-def _itemsizes(layout_name: str, dtypes, negated: bool = False) -> Tuple[List[int], List[int]]:
-    """Item sizes of the tensors loaded and stored per tile."""
+def _itemsizes(layout_name: str, dtypes,
+               negated: bool = False) -> Tuple[List[int], List[int], int]:
+    """Item sizes of the tensors loaded and stored per tile, and how many of them are moved
+    along the tile's rows (transposed)."""
     sizes = [DTYPES[d].itemsize for d in dtypes]
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
-    scalar_grad = tensors[0].numel() == 1
-    return (sizes[1:3] if scalar_grad else sizes[:3]), ([sizes[3], sizes[2]] if negated
-                                                         else [sizes[3]])
+    rows = layout.of_tensors(tensors)
+    modes = rows.tile_modes() if rows.path == "strided" else ()
+    return ((sizes[1:3] if rows.scalar_grad else sizes[:3]),
+            ([sizes[3], sizes[2]] if negated else [sizes[3]]),
+            launcher.transposed_operands(modes, negated))
 
 
 def _configs_for(layout_name: str, dtypes) -> List[configs.KernelConfig]:
     """The tuner's candidates for these item sizes, and every config of a shipped table."""
-    inputs, out = _itemsizes(layout_name, dtypes)
+    inputs, out, transposed = _itemsizes(layout_name, dtypes)
     unique = {(c.block_size, c.multibuffer): c
-              for c in configs.candidate_configs("npu", inputs, out) + shipped_configs()}
+              for c in configs.candidate_configs("npu", inputs, out, transposed)
+              + shipped_configs()}
     return list(unique.values())
 
 
@@ -188,8 +226,8 @@ def shipped_configs() -> List[configs.KernelConfig]:
 
 
 def _default_block(layout_name: str, dtypes, negated: bool = False) -> int:
-    inputs, outputs = _itemsizes(layout_name, dtypes, negated)
-    return configs.largest_fitting_block(inputs, outputs, multibuffer=True)
+    inputs, outputs, transposed = _itemsizes(layout_name, dtypes, negated)
+    return configs.largest_fitting_block(inputs, outputs, True, transposed)
 
 
 # --- building and lowering ---------------------------------------------------------------
@@ -224,8 +262,9 @@ def to_linalg(spec, ttir, metadata) -> str:
 _ARG = re.compile(r"(%arg\d+): memref<\?x(\w+)>")
 _DEF = re.compile(r"^\s*(%[\w.]+)(?::\d+)? = ")
 _VALUE = re.compile(r"%[\w.]+")
-_CAST_SIZE = re.compile(r"memref\.reinterpret_cast (%arg\d+) to .*sizes: \[(\d+)\]")
-_ALLOC = re.compile(r"memref\.alloc\(\) : memref<(\d+)x(\w+)>")
+_CAST = re.compile(r"memref\.reinterpret_cast (%arg\d+) to .*sizes: \[([\d, ]+)\], "
+                   r"strides: \[([^\]]+)\]")
+_ALLOC = re.compile(r"memref\.alloc\(\) : memref<((?:\d+x)+)([a-z]\w*)>")
 _LANE_LOOP = re.compile(r"scf\.for %\w+ = %c0\w* to %c\d+\w* step %c1\w* ")
 _BYTES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "i8": 1, "i16": 2, "i32": 4, "i64": 8}
 
@@ -237,6 +276,10 @@ class Accesses:
     kinds: Dict[int, str]          # pointer index -> "B", "S", "U" or "-" (never touched)
     block_bytes: Dict[int, int]    # pointer index -> bytes moved by block transfers per tile
     tile_bytes: int                # bytes of the memref.alloc'd tile buffers
+    # pointer index -> bytes of its smallest block transfer (one DMA: a 1-D or 2-D tile), and
+    # whether every one of its transfers walks unit stride innermost
+    transfer_bytes: Dict[int, int] = dataclasses.field(default_factory=dict)
+    unit_innermost: Dict[int, bool] = dataclasses.field(default_factory=dict)
 
 
 def classify(linalg: str, num_pointers: int) -> Accesses:
@@ -245,9 +288,11 @@ def classify(linalg: str, num_pointers: int) -> Accesses:
     The lowered function takes runtime arguments (``memref<?xi8>``) before the kernel's own
     pointers, which follow in order. An element access (``memref.load``/``store``) inside a
     constant-bound unit-step ``scf.for`` is a per-lane loop: unstructured; elsewhere it is a
-    scalar access. Transfers and buffers are counted per tile body (each region directly in
-    the function: the flat kernel has two, its loop over full tiles and its masked last tile);
-    the body that moves the most is reported, plus what the function does outside them.
+    scalar access. Transfers and buffers are counted per tile body: each region directly in
+    the function (the flat kernel has two, its loop over full tiles and its masked last tile),
+    and within one each branch of an ``scf.if`` on its own (the strided kernel moves a tile
+    either unmasked or masked), with what its enclosing body moves outside the branches. The
+    body that moves the most is reported, plus what the function does outside them.
     """
     lines = linalg.splitlines()
     signature = next(line for line in lines if "func.func" in line)
@@ -255,23 +300,31 @@ def classify(linalg: str, num_pointers: int) -> Accesses:
     index_of = {name: i for i, (name, _) in enumerate(pointers)}
     itemsize = [_BYTES[ty] for _, ty in pointers]
 
-    root: Dict[str, Tuple[int, int]] = {}  # memref value -> (pointer index, cast elements)
+    # memref value -> (pointer index, cast elements, innermost stride is 1)
+    root: Dict[str, Tuple[int, int, bool]] = {}
+    transfer_bytes: Dict[int, int] = {}
+    unit_innermost: Dict[int, bool] = {}
     kinds: Dict[int, set] = {i: set() for i in range(num_pointers)}
     # tile body (0: outside any) -> pointer index -> bytes moved; body -> buffer bytes
     moved: Dict[int, Dict[int, int]] = {0: {i: 0 for i in range(num_pointers)}}
     buffers: Dict[int, int] = {0: 0}
-    regions: List[bool] = []               # enclosing regions: is each a per-lane loop?
+    parent: Dict[int, int] = {0: 0}
+    # enclosing regions: (is it a per-lane loop, the tile body outside it)
+    regions: List[Tuple[bool, int]] = []
     body = 0
     for line in lines:
         defined = _DEF.match(line)
         uses = [v for v in _VALUE.findall(line[defined.end():] if defined else line)]
         transfer = None
-        if (cast := _CAST_SIZE.search(line)) and cast.group(1) in index_of:
-            root[defined.group(1)] = (index_of[cast.group(1)], int(cast.group(2)))
+        if (cast := _CAST.search(line)) and cast.group(1) in index_of:
+            sizes = [int(size) for size in cast.group(2).split(",")]
+            root[defined.group(1)] = (index_of[cast.group(1)], math.prod(sizes),
+                                      cast.group(3).split(",")[-1].strip() == "1")
         elif defined and "memref.subview" in line and uses and uses[0] in root:
             root[defined.group(1)] = root[uses[0]]
         elif alloc := _ALLOC.search(line):
-            buffers[body] += int(alloc.group(1)) * _BYTES[alloc.group(2)]
+            elements = math.prod(int(size) for size in alloc.group(1).rstrip("x").split("x"))
+            buffers[body] += elements * _BYTES[alloc.group(2)]
         elif "memref.copy" in line and uses and uses[0] in root:
             transfer = root[uses[0]]
         elif "materialize_in_destination" in line and len(uses) > 1 and uses[1] in root:
@@ -279,25 +332,37 @@ def classify(linalg: str, num_pointers: int) -> Accesses:
         elif "memref.load" in line or "memref.store" in line:
             for value in uses:
                 if value in root:
-                    kinds[root[value][0]].add("U" if any(regions) else "S")
+                    kinds[root[value][0]].add("U" if any(r[0] for r in regions) else "S")
         if transfer is not None:
-            index, elements = transfer
+            index, elements, unit = transfer
             kinds[index].add("B")
             moved[body][index] += elements * itemsize[index]
+            transfer_bytes[index] = min(transfer_bytes.get(index, elements * itemsize[index]),
+                                        elements * itemsize[index])
+            unit_innermost[index] = unit_innermost.get(index, True) and unit
+        closes = line.lstrip().startswith("}")
+        if closes and regions:  # also "} else {": the then-branch ends
+            body = regions.pop()[1]
         if line.rstrip().endswith("{"):
-            regions.append(bool(_LANE_LOOP.search(line)))
-            if len(regions) == 3:  # module { func { region {: a new tile body
-                body = len(moved)
-                moved[body], buffers[body] = {i: 0 for i in range(num_pointers)}, 0
-        elif line.lstrip().startswith("}") and regions:
-            regions.pop()
-            if len(regions) < 3:
-                body = 0
-    heaviest = max(moved, key=lambda b: (sum(moved[b].values()), buffers[b]) if b else (-1, -1))
-    block_bytes = {i: moved[0][i] + (moved[heaviest][i] if heaviest else 0)
+            regions.append((bool(_LANE_LOOP.search(line)), body))
+            # module { func { region {: a new tile body; deeper, each scf.if branch
+            if len(regions) == 3 or (len(regions) > 3 and ("scf.if" in line or closes)):
+                new_body = len(moved)
+                moved[new_body], buffers[new_body] = {i: 0 for i in range(num_pointers)}, 0
+                parent[new_body], body = (body if len(regions) > 3 else 0), new_body
+
+    def total(table: Dict[int, object], b: int, key) -> int:
+        """What body ``b`` and the bodies enclosing it hold."""
+        return key(table[b]) + (total(table, parent[b], key) if parent[b] else 0)
+
+    bodies = [b for b in moved if b]
+    heaviest = max(bodies, key=lambda b: (total(moved, b, lambda m: sum(m.values())),
+                                          total(buffers, b, int)), default=0)
+    block_bytes = {i: moved[0][i] + (total(moved, heaviest, lambda m: m[i]) if heaviest else 0)
                    for i in range(num_pointers)}
-    tile_bytes = buffers[0] + max((buffers[b] for b in buffers if b), default=0)
-    return Accesses({i: _kind(k) for i, k in kinds.items()}, block_bytes, tile_bytes)
+    tile_bytes = buffers[0] + (total(buffers, heaviest, int) if heaviest else 0)
+    return Accesses({i: _kind(k) for i, k in kinds.items()}, block_bytes, tile_bytes,
+                    transfer_bytes, unit_innermost)
 
 
 def _kind(kinds: set) -> str:
@@ -375,9 +440,14 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     accesses = classify(linalg, num_pointers=len(OPERANDS))
     result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
     result.tile_bytes = accesses.tile_bytes
+    modes = () if plan.path != "strided" else plan.layout.tile_modes()
     result.formula_bytes = configs.ub_footprint_bytes(
-        block, [itemsizes[i] for i in loaded], [itemsizes[i] for i in stored], case.multibuffer)
+        block, [itemsizes[i] for i in loaded], [itemsizes[i] for i in stored], case.multibuffer,
+        launcher.transposed_operands(modes, case.negated))
     result.moved_per_element = sum(accesses.block_bytes.values()) / block
+    result.tile = plan.tile
+    result.transfer_bytes = {OPERANDS[i]: b for i, b in accesses.transfer_bytes.items()}
+    result.unit_innermost = {OPERANDS[i]: u for i, u in accesses.unit_innermost.items()}
     result.minimum_per_element = sum(itemsizes[i] for i in loaded + stored)
 
     for i, name in enumerate(OPERANDS):
@@ -388,6 +458,12 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
             result.problems.append(f"unstructured access to {name}")
         elif kind not in ("U", expected):
             result.problems.append(f"{name} accessed as {kind}, expected {expected}")
+    for name, bytes_ in result.transfer_bytes.items():
+        if not result.unit_innermost[name] and must_be_block:
+            result.problems.append(f"{name} moved with a non-unit innermost stride")
+        if bytes_ < _required_transfer_bytes(plan, OPERANDS.index(name), itemsizes):
+            result.problems.append(f"{name} moves {bytes_} B per transfer < "
+                                   f"{MIN_TRANSFER_BYTES} B")
     if result.formula_bytes > configs.UB_BYTES:
         result.problems.append(f"UB formula {result.formula_bytes} B > {configs.UB_BYTES} B")
     input_share = block * sum(itemsizes[i] for i in loaded)
@@ -398,6 +474,23 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
         result.problems.append(f"moves {result.moved_per_element:g} B/element > minimum "
                                f"{result.minimum_per_element}")
     return result
+
+
+def _required_transfer_bytes(plan, operand: int, itemsizes: Sequence[int]) -> int:
+    """The least an operand's block transfer must move: ``MIN_TRANSFER_BYTES`` in a layout of
+    ``LARGE_LAYOUT`` elements or more, or all of the operand's elements over the tile's two
+    dimensions where they hold less (a tile cannot span more). An operand broadcast along a
+    tile dimension moves one vector per tile, as long as the tile's other side: not judged."""
+    mode = plan.constexprs.get(MODE_OF[operand], kernels.TILE.value)  # flat: all walked
+    if plan.layout.num_rows * plan.layout.row_length < LARGE_LAYOUT or mode not in _WALKED:
+        return 0
+    extent = plan.layout.row_length * plan.layout.tile_rows * itemsizes[operand]
+    return min(MIN_TRANSFER_BYTES, extent)
+
+
+_WALKED = (kernels.TILE.value, kernels.TRANSPOSED.value)
+# The strided kernel's mode constexpr of each of OPERANDS.
+MODE_OF = ("GRAD_MODE", "SELF_MODE", "TARGET_MODE", "OUT_MODE", "OUT_MODE")
 
 
 def run(cases: Sequence[Case], targets: Sequence[str], jobs: int,
@@ -417,9 +510,24 @@ def run(cases: Sequence[Case], targets: Sequence[str], jobs: int,
         return [f.result() for f in futures]
 
 
+def _transfer_label(result: Result) -> str:
+    """Bytes of each operand's smallest block transfer (``-``: none), ``~`` where its
+    innermost stride is not 1."""
+    labels = []
+    for name in OPERANDS:
+        size = result.transfer_bytes.get(name)
+        if size is None:
+            labels.append("-")
+            continue
+        label = f"{size // 1024}K" if size >= 1024 else str(size)
+        labels.append(label + ("" if result.unit_innermost[name] else "~"))
+    return "/".join(labels)
+
+
 def format_table(results: Sequence[Result]) -> str:
-    header = (f"{'layout':<18} {'dtypes g/x/y/out':<17} {'block':>6} {'mb':>3} {'path':<16} "
-              f"{'access':<7} {'tiles KB':>8} {'UB KB':>6} {'B/elem':>6} {'min':>4}  verdict")
+    header = (f"{'layout':<20} {'dtypes g/x/y/out':<17} {'tile':>9} {'mb':>3} {'path':<16} "
+              f"{'access':<7} {'bytes per transfer':<22} {'tiles KB':>8} {'UB KB':>6} "
+              f"{'B/elem':>6} {'min':>4}  verdict")
     lines = [header, "-" * len(header)]
     for r in results:
         c = r.case
@@ -427,10 +535,11 @@ def format_table(results: Sequence[Result]) -> str:
         verdict = "ok" if not r.problems else "FAIL: " + "; ".join(r.problems)
         if r.error:
             verdict += f" ({r.error[:160]})"
+        tile = f"{r.tile[0]}x{r.tile[1]}" if r.lowered else str(c.block_size)
         lines.append(
-            f"{c.layout:<18} {'/'.join(c.dtypes):<17} {r.block_size or c.block_size:>6} "
+            f"{c.layout:<20} {'/'.join(c.dtypes):<17} {tile:>9} "
             f"{'y' if c.multibuffer else 'n':>3} {r.path:<16} {access:<7} "
-            f"{r.tile_bytes / 1024:>8.1f} {r.formula_bytes / 1024:>6.1f} "
+            f"{_transfer_label(r):<22} {r.tile_bytes / 1024:>8.1f} {r.formula_bytes / 1024:>6.1f} "
             f"{r.moved_per_element:>6.3g} {r.minimum_per_element:>4}  {verdict}")
     return "\n".join(lines)
 
@@ -461,7 +570,9 @@ def main(argv=None) -> int:
           "(TTIR -> Linalg/HIVM with triton-adapter-opt; bishengir-compile, which needs CANN, "
           "is not run)")
     print("access per operand grad_output/self/target/out/negated_out: B block transfer (DMA), "
-          "S scalar load, U unstructured (per-lane scalar code), - unused")
+          "S scalar load, U unstructured (per-lane scalar code), - unused; bytes per transfer: "
+          "each operand's smallest block transfer, ~ where its innermost stride is not 1 "
+          f"(layouts of >= {LARGE_LAYOUT} elements must move >= {MIN_TRANSFER_BYTES} B)")
     if shown:
         print(format_table(shown))
     failed = sum(bool(r.problems) for r in results)

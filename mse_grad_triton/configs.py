@@ -38,16 +38,19 @@ DEFAULTS = {
 
 
 def ub_footprint_bytes(block_size: int, input_itemsizes: Sequence[int],
-                       output_itemsizes: Sequence[int], multibuffer: bool) -> int:
+                       output_itemsizes: Sequence[int], multibuffer: bool,
+                       transposed: int = 0) -> int:
     """Unified-buffer bytes one tile needs on Ascend.
 
     Per element: every input tile as loaded (``input_itemsizes``: the tensors the kernel loads
     per tile; a one-element grad_output is not one) and its fp32 widening unless it already is
     fp32; the fp32 result; for each output (``output_itemsizes``: out, and the target's
     gradient when both are written) the result narrowed to its dtype unless that is fp32, and
-    for the second an fp32 negation. Multibuffer keeps two of everything in flight.
+    for the second an fp32 negation; for each of the ``transposed`` operands moved along the
+    tile's rows, its turned copy (at most fp32). Multibuffer keeps two of everything in flight.
     """
     per_element = 4 + 4 * (len(output_itemsizes) - 1)  # fp32 result (and its negation)
+    per_element += 4 * transposed
     for itemsize in input_itemsizes:
         per_element += itemsize + (4 if itemsize != 4 else 0)
     for itemsize in output_itemsizes:
@@ -56,22 +59,24 @@ def ub_footprint_bytes(block_size: int, input_itemsizes: Sequence[int],
 
 
 def largest_fitting_block(input_itemsizes: Sequence[int], output_itemsizes: Sequence[int],
-                          multibuffer: bool) -> int:
+                          multibuffer: bool, transposed: int = 0) -> int:
     """The largest power-of-two tile that fits the UB budget."""
     block = MAX_BLOCK_SIZE
     while block > 1 and ub_footprint_bytes(block, input_itemsizes, output_itemsizes,
-                                           multibuffer) > UB_BYTES:
+                                           multibuffer, transposed) > UB_BYTES:
         block //= 2
     return block
 
 
 def select_config(backend: str, input_itemsizes: Sequence[int],
                   output_itemsizes: Sequence[int], row_length: int, num_rows: int,
-                  num_units: int, tuned: Optional[KernelConfig] = None) -> KernelConfig:
+                  num_units: int, tuned: Optional[KernelConfig] = None,
+                  transposed: int = 0) -> KernelConfig:
     """The configuration for one call.
 
     ``backend`` is ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` and ``output_itemsizes``
-    the item sizes of the tensors loaded and stored per tile. A ``tuned`` config (from the
+    the item sizes of the tensors loaded and stored per tile, ``transposed`` how many of them
+    are moved along the tile's rows (see ``ub_footprint_bytes``). A ``tuned`` config (from the
     device's tuned table) wins. Otherwise the default tile shrinks (by 4, down to a minimum) until
     there are at least as many tiles as parallel units, so small tensors still spread over the
     device.
@@ -81,11 +86,11 @@ def select_config(backend: str, input_itemsizes: Sequence[int],
     defaults = DEFAULTS[backend]
     config = defaults["config"]
     block = config.block_size or largest_fitting_block(input_itemsizes, output_itemsizes,
-                                                       config.multibuffer)
+                                                       config.multibuffer, transposed)
     # Shrink in steps of 4, so that at most three tile sizes (three compiled variants per
     # dtype and path) serve every size: each is a multi-second compile on Ascend.
     minimum = defaults["min_block_size"]
-    while block > minimum and num_rows * -(-row_length // block) < num_units:
+    while block > minimum and -(-row_length * num_rows // block) < num_units:
         block = max(minimum, block // 4)
     return replace(config, block_size=block)
 
@@ -102,21 +107,38 @@ CANDIDATES = {
 
 
 # CUDA: elements each thread holds per operand. At 16 (e.g. 2048 x fp16 over 4 warps) ptxas
-# spills on sm_90/sm_100; at 8 no specialisation does (./run cuda-check, Triton 3.9).
+# spills on sm_90/sm_100; at 8 no specialisation does (./run cuda-check, Triton 3.9). A tile
+# with an operand turned on chip (through shared memory) is held at exactly 4: a 64 x 32 fp32
+# tile over 8 warps (8 per thread) spilled 16 B on sm_90, and so did a 32 x 16 fp16 tile over
+# 8 warps (2 per thread); at 4 none does.
 MAX_ELEMENTS_PER_THREAD = 8
+ELEMENTS_PER_THREAD_TRANSPOSED = 4
+
+
+def fit_for_transposes(backend: str, config: KernelConfig, transposed: int) -> KernelConfig:
+    """``config`` for a tile that turns ``transposed`` operands on chip: on CUDA, tile and
+    warps sized so that each thread holds ``ELEMENTS_PER_THREAD_TRANSPOSED`` elements."""
+    if backend != "cuda" or not transposed:
+        return config
+    per_warp = 32 * ELEMENTS_PER_THREAD_TRANSPOSED
+    block = min(config.block_size, per_warp * config.num_warps)
+    return replace(config, block_size=block, num_warps=max(1, block // per_warp))
 
 
 def candidate_configs(backend: str, input_itemsizes: Sequence[int],
-                      output_itemsizes: Sequence[int]) -> List[KernelConfig]:
-    """Every configuration the tuner may try for these item sizes (UB-feasible on NPU; on
-    CUDA, at most ``MAX_ELEMENTS_PER_THREAD`` elements per thread)."""
+                      output_itemsizes: Sequence[int], transposed: int = 0
+                      ) -> List[KernelConfig]:
+    """Every configuration the tuner may try for these item sizes (UB-feasible on NPU, with
+    ``transposed`` operands moved along the rows; on CUDA, at most
+    ``MAX_ELEMENTS_PER_THREAD`` elements per thread)."""
     space = CANDIDATES[backend]
     names = list(space)
     configs = [KernelConfig(**dict(zip(names, values)), source="candidate")
                for values in itertools.product(*(space[n] for n in names))]
     if backend == "npu":
         configs = [c for c in configs if ub_footprint_bytes(
-            c.block_size, input_itemsizes, output_itemsizes, c.multibuffer) <= UB_BYTES]
+            c.block_size, input_itemsizes, output_itemsizes, c.multibuffer,
+            transposed) <= UB_BYTES]
     if backend == "cuda":
         configs = [c for c in configs
                    if c.block_size <= MAX_ELEMENTS_PER_THREAD * 32 * c.num_warps]

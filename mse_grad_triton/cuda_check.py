@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import backends, configs, launcher, triton_compat
+from . import ascend_check, backends, configs, kernels, launcher, triton_compat
 from .ascend_check import DTYPES, LAYOUTS, OPERANDS
 
 ARCHS = (80, 90, 100)           # sm_80, sm_90a, sm_100a (Triton adds the "a" from 90 on)
@@ -181,15 +181,29 @@ def ptxas_usage(ptx: str, arch: int) -> Dict[str, int]:
 
 
 def vector_allowed(plan, operand: int, itemsize: int, num_warps: int) -> bool:
-    """Could this operand be accessed 64 bits at a time? It walks its row with unit stride,
-    each thread owns at least 8 contiguous bytes of a tile, and every outer stride (in
-    elements) is a multiple of 16, so that Triton knows each thread's bytes stay aligned."""
+    """Could this operand be accessed 64 bits at a time? Where its tile walks a unit-stride
+    line (a flat tile; a 2-D tile's columns, or its rows when the operand is moved
+    transposed): each thread owns at least 8 contiguous bytes of the tile, the line is at
+    least 8 bytes long and fits whole in the layout at least once (else every tile is masked
+    along it), the lines of a 2-D tile start aligned (``STRIDE_ALIGN``), and every outer
+    stride (in elements) is a multiple of 16, so that Triton knows each thread's bytes stay
+    aligned. Operands broadcast along a tile dimension (vectors, scalars) are not judged."""
     layout = plan.layout
     strides = layout.strides[min(operand, 3)]
     per_thread = plan.config.block_size // (32 * num_warps)
-    return (strides[0] == 1 and per_thread * itemsize >= 8
-            and all(s % 16 == 0 for s in strides[1:])
-            and (plan.path != "strided" or layout.row_length % 16 == 0))
+    if plan.path != "strided":
+        return strides[0] == 1 and per_thread * itemsize >= 8
+    block_rows, block_cols = plan.tile
+    mode = plan.constexprs[ascend_check.MODE_OF[operand]]
+    if mode == kernels.TILE.value:
+        unit, line, extent, lines = strides[0] == 1, block_cols, layout.row_length, block_rows
+    elif mode == kernels.TRANSPOSED.value:
+        unit, line, extent, lines = True, block_rows, layout.tile_rows, block_cols
+    else:
+        return False
+    aligned = lines == 1 or plan.constexprs["STRIDE_ALIGN"] * itemsize % 8 == 0
+    return (unit and aligned and per_thread * itemsize >= 8 and line * itemsize >= 8
+            and extent >= line and all(s % 16 == 0 for s in strides[2:]))
 
 
 def _width_label(bits: List[int]) -> str:
@@ -237,7 +251,7 @@ def check_case(case: Case, archs: Sequence[int]) -> List[Result]:
             if not widths[i]:
                 result.problems.append(f"{name} is never accessed")
             elif (max(widths[i]) < 64
-                  and vector_allowed(plan, i, itemsizes[i], case.num_warps)):
+                  and vector_allowed(plan, i, itemsizes[i], plan.config.num_warps)):
                 result.problems.append(f"{name} accessed {max(widths[i])}-bit, 64+ possible")
     return results
 

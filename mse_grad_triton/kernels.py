@@ -78,24 +78,32 @@ def _load(pointers, mask, COMPUTE_DTYPE: tl.constexpr, SKIP_PADDING: tl.constexp
 
 
 @triton.jit
-def _gradient_tile(grad, grad_pointers, self_pointers, target_pointers, out_pointers,
-                   negated_pointers, mask, scale, COMPUTE_DTYPE: tl.constexpr,
-                   SCALAR_GRAD: tl.constexpr, WRITE_NEGATED: tl.constexpr,
-                   SKIP_PADDING: tl.constexpr, MASKED: tl.constexpr):
-    """One tile: load self, target (and grad_output unless ``SCALAR_GRAD``: then ``grad`` is
-    its value), store ``grad * ((self - target) * scale)`` (and its negation)."""
+def _gradient(grad, x, y, scale):
+    """``grad * (x - y) * scale`` in the compute dtype (operands broadcast against each other).
+
+    The scale goes where the intermediate stays in range: to the smaller factor when it grows
+    it (2, for none/sum: 2 * (self - target) may overflow where grad * ... would not), to the
+    larger when it shrinks it (2 / numel, for mean: it may underflow to subnormals). Two
+    selects per element: free in a memory-bound kernel.
+    """
+    difference = x - y
+    scale_grad = (tl.abs(grad) <= tl.abs(difference)) == (scale >= 1.0)
+    scaled = tl.where(scale_grad, grad, difference) * scale
+    return scaled * tl.where(scale_grad, difference, grad)
+
+
+@triton.jit
+def _flat_tile(grad, grad_pointers, self_pointers, target_pointers, out_pointers,
+               negated_pointers, mask, scale, COMPUTE_DTYPE: tl.constexpr,
+               SCALAR_GRAD: tl.constexpr, WRITE_NEGATED: tl.constexpr,
+               SKIP_PADDING: tl.constexpr, MASKED: tl.constexpr):
+    """One 1-D tile: load self, target (and grad_output unless ``SCALAR_GRAD``: then ``grad``
+    is its value), store the gradient (and its negation)."""
     x = _load(self_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
     y = _load(target_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
     if not SCALAR_GRAD:
         grad = _load(grad_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
-    difference = x - y
-    # Apply the scale where the intermediate stays in range: to the smaller factor when it
-    # grows it (2, for none/sum: 2 * (self - target) may overflow where grad * ... would not),
-    # to the larger when it shrinks it (2 / numel, for mean: it may underflow to subnormals).
-    # Two selects per element: free in a memory-bound kernel.
-    scale_grad = (tl.abs(grad) <= tl.abs(difference)) == (scale >= 1.0)
-    scaled = tl.where(scale_grad, grad, difference) * scale
-    result = scaled * tl.where(scale_grad, difference, grad)
+    result = _gradient(grad, x, y, scale)
     if MASKED:
         tl.store(out_pointers, result.to(out_pointers.dtype.element_ty), mask=mask)
         if WRITE_NEGATED:
@@ -105,6 +113,94 @@ def _gradient_tile(grad, grad_pointers, self_pointers, target_pointers, out_poin
         tl.store(out_pointers, result.to(out_pointers.dtype.element_ty))
         if WRITE_NEGATED:
             tl.store(negated_pointers, (-result).to(negated_pointers.dtype.element_ty))
+
+
+# How an operand is moved over a BLOCK_ROWS x BLOCK_COLS tile of the strided kernel: the
+# values of its *_MODE constexprs (``layout.tile_modes`` chooses them).
+# (constexpr globals: the only kind a Triton kernel may read; ``.value`` is the int).
+TILE = tl.constexpr(0)        # in 2-D: row * row_stride + col * col_stride
+ROW_VECTOR = tl.constexpr(1)  # broadcast along the row (col_stride 0): [BLOCK_ROWS], y[:, None]
+COL_VECTOR = tl.constexpr(2)  # broadcast across rows (row_stride 0): [BLOCK_COLS], y[None, :]
+SCALAR = tl.constexpr(3)      # broadcast over the whole tile: one element per tile
+TRANSPOSED = tl.constexpr(4)  # unit stride along the rows: moved [BLOCK_COLS, BLOCK_ROWS],
+                              # turned with tl.trans on chip
+
+
+@triton.jit
+def _tile_offsets(rows, cols, row_stride, col_stride, MODE: tl.constexpr):
+    """Element offsets of an operand's tile, in the shape it is moved in (see the modes)."""
+    if MODE == ROW_VECTOR:
+        offsets = rows * row_stride
+    elif MODE == COL_VECTOR:
+        offsets = cols * col_stride
+    elif MODE == TRANSPOSED:
+        offsets = cols[:, None] * col_stride + rows[None, :] * row_stride
+    else:
+        offsets = rows[:, None] * row_stride + cols[None, :] * col_stride
+    return offsets
+
+
+@triton.jit
+def _tile_mask(row_mask, col_mask, MODE: tl.constexpr):
+    """The tile's mask in the shape an operand is moved in."""
+    if MODE == ROW_VECTOR:
+        mask = row_mask
+    elif MODE == COL_VECTOR:
+        mask = col_mask
+    elif MODE == TRANSPOSED:
+        mask = col_mask[:, None] & row_mask[None, :]
+    else:
+        mask = row_mask[:, None] & col_mask[None, :]
+    return mask
+
+
+@triton.jit
+def _aligned_strides(row_stride, col_stride, ALIGN: tl.constexpr, MODE: tl.constexpr):
+    """An operand's (row, column) strides. The stride between the lines of its 2-D transfers
+    (the rows' in TILE mode, the columns' in TRANSPOSED mode) arrives divided by ``ALIGN``, a
+    power of two dividing it: multiplying it back tells the compiler that every line starts
+    aligned (vector accesses on short or transposed rows)."""
+    if MODE == TILE:
+        row_stride = row_stride * ALIGN
+    elif MODE == TRANSPOSED:
+        col_stride = col_stride * ALIGN
+    return row_stride, col_stride
+
+
+@triton.jit
+def _load_tile(pointer, rows, cols, row_stride, col_stride, row_mask, col_mask,
+               MODE: tl.constexpr, MASKED: tl.constexpr, SKIP_PADDING: tl.constexpr,
+               COMPUTE_DTYPE: tl.constexpr):
+    """One operand's tile in the compute dtype, shaped to broadcast against
+    ``[BLOCK_ROWS, BLOCK_COLS]``: every global transfer walks the operand's own memory
+    order (a transposed operand is turned on chip)."""
+    if MODE == SCALAR:
+        values = tl.load(pointer).to(COMPUTE_DTYPE)
+    else:
+        values = _load(pointer + _tile_offsets(rows, cols, row_stride, col_stride, MODE),
+                       _tile_mask(row_mask, col_mask, MODE), COMPUTE_DTYPE, SKIP_PADDING,
+                       MASKED)
+        if MODE == ROW_VECTOR:
+            values = values[:, None]
+        elif MODE == COL_VECTOR:
+            values = values[None, :]
+        elif MODE == TRANSPOSED:
+            values = tl.trans(values)
+    return values
+
+
+@triton.jit
+def _store_tile(pointer, values, rows, cols, row_stride, col_stride, row_mask, col_mask,
+                MODE: tl.constexpr, MASKED: tl.constexpr):
+    """Store a ``[BLOCK_ROWS, BLOCK_COLS]`` tile (``MODE`` TILE or TRANSPOSED)."""
+    values = values.to(pointer.dtype.element_ty)
+    if MODE == TRANSPOSED:
+        values = tl.trans(values)
+    pointers = pointer + _tile_offsets(rows, cols, row_stride, col_stride, MODE)
+    if MASKED:
+        tl.store(pointers, values, mask=_tile_mask(row_mask, col_mask, MODE))
+    else:
+        tl.store(pointers, values)
 
 
 @triton.jit
@@ -150,17 +246,45 @@ def mse_loss_backward_flat_kernel(
     full_tiles = numel // BLOCK_SIZE
     for tile in range(tl.program_id(0), full_tiles, tl.num_programs(0)):
         start = tl.cast(tile, tl.int64) * BLOCK_SIZE
-        _gradient_tile(grad, grad_output_ptr + start + lanes, self_ptr + start + lanes,
+        _flat_tile(grad, grad_output_ptr + start + lanes, self_ptr + start + lanes,
                        target_ptr + start + lanes, out_ptr + start + lanes,
                        negated_out_ptr + start + lanes, None, scale, compute_dtype,
                        SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False)
     start = tl.cast(full_tiles, tl.int64) * BLOCK_SIZE
     if (start < numel) & (tl.program_id(0) == full_tiles % tl.num_programs(0)):
         mask = lanes < (numel - start).to(tl.int32)
-        _gradient_tile(grad, grad_output_ptr + start + lanes, self_ptr + start + lanes,
+        _flat_tile(grad, grad_output_ptr + start + lanes, self_ptr + start + lanes,
                        target_ptr + start + lanes, out_ptr + start + lanes,
                        negated_out_ptr + start + lanes, mask, scale, compute_dtype,
                        SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True)
+
+
+@triton.jit
+def _strided_tile(grad, grad_pointer, self_pointer, target_pointer, out_pointer,
+                  negated_pointer, rows, cols, row_mask, col_mask, grad_row_step,
+                  self_row_step, target_row_step, out_row_step, grad_col_step,
+                  self_col_step, target_col_step, out_col_step, scale,
+                  GRAD_MODE: tl.constexpr, SELF_MODE: tl.constexpr, TARGET_MODE: tl.constexpr,
+                  OUT_MODE: tl.constexpr, SCALAR_GRAD: tl.constexpr,
+                  WRITE_NEGATED: tl.constexpr, SKIP_PADDING: tl.constexpr,
+                  MASKED: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
+                  BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """One 2-D tile at the given operand pointers (its origin): load self, target (and
+    grad_output unless ``SCALAR_GRAD``: then ``grad`` is its value), store the gradient (and
+    its negation). Masks are used only when ``MASKED``."""
+    x = _load_tile(self_pointer, rows, cols, self_row_step, self_col_step, row_mask,
+                   col_mask, SELF_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE)
+    y = _load_tile(target_pointer, rows, cols, target_row_step, target_col_step, row_mask,
+                   col_mask, TARGET_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE)
+    if not SCALAR_GRAD:
+        grad = _load_tile(grad_pointer, rows, cols, grad_row_step, grad_col_step, row_mask,
+                          col_mask, GRAD_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE)
+    result = tl.broadcast_to(_gradient(grad, x, y, scale), (BLOCK_ROWS, BLOCK_COLS))
+    _store_tile(out_pointer, result, rows, cols, out_row_step, out_col_step, row_mask,
+                col_mask, OUT_MODE, MASKED)
+    if WRITE_NEGATED:
+        _store_tile(negated_pointer, -result, rows, cols, out_row_step, out_col_step,
+                    row_mask, col_mask, OUT_MODE, MASKED)
 
 
 # ``scale_divisor``: as in the flat kernel.
@@ -174,77 +298,123 @@ def mse_loss_backward_strided_kernel(
     scale,             # fp32: 2 / self.numel() for mean, else 2; rounded once from float64
     scale_divisor,     # self.numel() for mean, else 1: the float64 path recomputes the scale
                        # from it, because Triton passes Python floats as fp32
-    row_length,        # elements per row (the innermost coalesced dimension)
-    tiles_per_row,     # cdiv(row_length, BLOCK_SIZE)
-    num_tiles,         # num_rows * tiles_per_row
-    grad_inner_stride, self_inner_stride, target_inner_stride, out_inner_stride,
+    num_cols,          # elements per row: the innermost coalesced dimension (the tile's columns)
+    num_rows,          # size of the next dimension (the tile's rows); 1 if there is none
+    col_tiles,         # cdiv(num_cols, BLOCK_COLS)
+    row_tiles,         # cdiv(num_rows, BLOCK_ROWS)
+    num_tiles,         # col_tiles * row_tiles * the outer dimensions' sizes
+    # Column and row strides; between the lines of 2-D transfers divided by STRIDE_ALIGN.
+    grad_col_stride, self_col_stride, target_col_stride, out_col_stride,
+    grad_row_stride, self_row_stride, target_row_stride, out_row_stride,
     # Outer dimensions, innermost first: size, then each operand's stride (in elements).
-    size_1, grad_stride_1, self_stride_1, target_stride_1, out_stride_1,
     size_2, grad_stride_2, self_stride_2, target_stride_2, out_stride_2,
     size_3, grad_stride_3, self_stride_3, target_stride_3, out_stride_3,
     size_4, grad_stride_4, self_stride_4, target_stride_4, out_stride_4,
     size_5, grad_stride_5, self_stride_5, target_stride_5, out_stride_5,
     size_6, grad_stride_6, self_stride_6, target_stride_6, out_stride_6,
     size_7, grad_stride_7, self_stride_7, target_stride_7, out_stride_7,
-    NUM_OUTER_DIMS: tl.constexpr,  # how many of the outer dimensions above are real (0..7)
+    NUM_OUTER_DIMS: tl.constexpr,  # how many of the outer dimensions above are real (0..6)
     SCALAR_GRAD: tl.constexpr,     # grad_output has one element: load it once per program
+    GRAD_MODE: tl.constexpr,       # how each operand is moved over a tile (TILE, ...)
+    SELF_MODE: tl.constexpr,
+    TARGET_MODE: tl.constexpr,
+    OUT_MODE: tl.constexpr,        # TILE or TRANSPOSED (also negated_out's)
     WRITE_NEGATED: tl.constexpr,   # also store -result (the target's gradient) in the same pass
-    WIDE_LANES: tl.constexpr,      # BLOCK_SIZE * an inner stride reaches 2**31: int64 lanes
+    MASK_ROWS: tl.constexpr,       # num_rows % BLOCK_ROWS != 0: the last row tile is partial
+    MASK_COLS: tl.constexpr,       # num_cols % BLOCK_COLS != 0: the last column tile is partial
+    STRIDE_ALIGN: tl.constexpr,    # a power of two dividing those line strides
+    WIDE_LANES: tl.constexpr,      # a tile spans 2**31 elements of some operand: int64 lanes
     SKIP_PADDING: tl.constexpr,    # triton-ascend: masked lanes need no fill value
     COMPUTE_FP64: tl.constexpr,    # a float64 operand takes part: compute in float64
-    BLOCK_SIZE: tl.constexpr,      # elements per tile (a power of two)
+    BLOCK_ROWS: tl.constexpr,      # tile rows (a power of two)
+    BLOCK_COLS: tl.constexpr,      # tile columns (a power of two)
 ):
     """Write ``grad_output * (self - target) * scale`` for every output element (and its
-    negation, the gradient for ``target``, when ``WRITE_NEGATED``)."""
+    negation, the gradient for ``target``, when ``WRITE_NEGATED``), one 2-D tile at a time."""
     compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
     scale, grad = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
                                  SCALAR_GRAD)
-    lanes = tl.arange(0, BLOCK_SIZE)
+    rows = tl.arange(0, BLOCK_ROWS)
+    cols = tl.arange(0, BLOCK_COLS)
     if WIDE_LANES:
-        lanes = lanes.to(tl.int64)
+        rows = rows.to(tl.int64)
+        cols = cols.to(tl.int64)
 
     for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
-        row = tile // tiles_per_row
-        column_start = tl.cast(tile - row * tiles_per_row, tl.int64) * BLOCK_SIZE
-        grad_offset = column_start * grad_inner_stride
-        self_offset = column_start * self_inner_stride
-        target_offset = column_start * target_inner_stride
-        out_offset = column_start * out_inner_stride
+        col_tile = tile % col_tiles
+        outer = tile // col_tiles
+        row_tile = outer % row_tiles
+        outer = outer // row_tiles
+        col_start = tl.cast(col_tile, tl.int64) * BLOCK_COLS
+        row_start = tl.cast(row_tile, tl.int64) * BLOCK_ROWS
+        grad_row_step, grad_col_step = _aligned_strides(grad_row_stride, grad_col_stride,
+                                                        STRIDE_ALIGN, GRAD_MODE)
+        self_row_step, self_col_step = _aligned_strides(self_row_stride, self_col_stride,
+                                                        STRIDE_ALIGN, SELF_MODE)
+        target_row_step, target_col_step = _aligned_strides(
+            target_row_stride, target_col_stride, STRIDE_ALIGN, TARGET_MODE)
+        out_row_step, out_col_step = _aligned_strides(out_row_stride, out_col_stride,
+                                                      STRIDE_ALIGN, OUT_MODE)
+        grad_offset = col_start * grad_col_step + row_start * grad_row_step
+        self_offset = col_start * self_col_step + row_start * self_row_step
+        target_offset = col_start * target_col_step + row_start * target_row_step
+        out_offset = col_start * out_col_step + row_start * out_row_step
         # Unrolled at compile time (Triton 3.2 has no tuple arguments or starred unpacking).
         if NUM_OUTER_DIMS > 0:
-            row, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
-                row, size_1, grad_stride_1, self_stride_1, target_stride_1, out_stride_1,
+            outer, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
+                outer, size_2, grad_stride_2, self_stride_2, target_stride_2, out_stride_2,
                 grad_offset, self_offset, target_offset, out_offset)
         if NUM_OUTER_DIMS > 1:
-            row, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
-                row, size_2, grad_stride_2, self_stride_2, target_stride_2, out_stride_2,
+            outer, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
+                outer, size_3, grad_stride_3, self_stride_3, target_stride_3, out_stride_3,
                 grad_offset, self_offset, target_offset, out_offset)
         if NUM_OUTER_DIMS > 2:
-            row, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
-                row, size_3, grad_stride_3, self_stride_3, target_stride_3, out_stride_3,
+            outer, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
+                outer, size_4, grad_stride_4, self_stride_4, target_stride_4, out_stride_4,
                 grad_offset, self_offset, target_offset, out_offset)
         if NUM_OUTER_DIMS > 3:
-            row, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
-                row, size_4, grad_stride_4, self_stride_4, target_stride_4, out_stride_4,
+            outer, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
+                outer, size_5, grad_stride_5, self_stride_5, target_stride_5, out_stride_5,
                 grad_offset, self_offset, target_offset, out_offset)
         if NUM_OUTER_DIMS > 4:
-            row, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
-                row, size_5, grad_stride_5, self_stride_5, target_stride_5, out_stride_5,
+            outer, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
+                outer, size_6, grad_stride_6, self_stride_6, target_stride_6, out_stride_6,
                 grad_offset, self_offset, target_offset, out_offset)
         if NUM_OUTER_DIMS > 5:
-            row, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
-                row, size_6, grad_stride_6, self_stride_6, target_stride_6, out_stride_6,
-                grad_offset, self_offset, target_offset, out_offset)
-        if NUM_OUTER_DIMS > 6:
-            row, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
-                row, size_7, grad_stride_7, self_stride_7, target_stride_7, out_stride_7,
+            outer, grad_offset, self_offset, target_offset, out_offset = _peel_outer_dim(
+                outer, size_7, grad_stride_7, self_stride_7, target_stride_7, out_stride_7,
                 grad_offset, self_offset, target_offset, out_offset)
 
-        # Compare int32 lanes against an int32 scalar: no int64 vector compare.
-        mask = lanes < tl.minimum(row_length - column_start, BLOCK_SIZE).to(tl.int32)
-        _gradient_tile(grad, grad_output_ptr + grad_offset + lanes * grad_inner_stride,
-                       self_ptr + self_offset + lanes * self_inner_stride,
-                       target_ptr + target_offset + lanes * target_inner_stride,
-                       out_ptr + out_offset + lanes * out_inner_stride,
-                       negated_out_ptr + out_offset + lanes * out_inner_stride, mask, scale,
-                       compute_dtype, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True)
+        # A tile that fits whole is moved unmasked (vector accesses on CUDA along any axis);
+        # only the partial tiles at the ends of a dimension compare lanes against what is left
+        # (int32 lanes against int32 scalars: no int64 vector compare).
+        if MASK_ROWS or MASK_COLS:
+            rows_left = tl.minimum(num_rows - row_start, BLOCK_ROWS).to(tl.int32)
+            cols_left = tl.minimum(num_cols - col_start, BLOCK_COLS).to(tl.int32)
+            if (rows_left == BLOCK_ROWS) & (cols_left == BLOCK_COLS):
+                _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
+                              target_ptr + target_offset, out_ptr + out_offset,
+                              negated_out_ptr + out_offset, rows, cols, rows < BLOCK_ROWS,
+                              cols < BLOCK_COLS, grad_row_step, self_row_step,
+                              target_row_step, out_row_step, grad_col_step, self_col_step,
+                              target_col_step, out_col_step, scale, GRAD_MODE, SELF_MODE,
+                              TARGET_MODE, OUT_MODE, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING,
+                              False, compute_dtype, BLOCK_ROWS, BLOCK_COLS)
+            else:
+                _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
+                              target_ptr + target_offset, out_ptr + out_offset,
+                              negated_out_ptr + out_offset, rows, cols, rows < rows_left,
+                              cols < cols_left, grad_row_step, self_row_step,
+                              target_row_step, out_row_step, grad_col_step, self_col_step,
+                              target_col_step, out_col_step, scale, GRAD_MODE, SELF_MODE,
+                              TARGET_MODE, OUT_MODE, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING,
+                              True, compute_dtype, BLOCK_ROWS, BLOCK_COLS)
+        else:
+            _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
+                          target_ptr + target_offset, out_ptr + out_offset,
+                          negated_out_ptr + out_offset, rows, cols, rows < BLOCK_ROWS,
+                          cols < BLOCK_COLS, grad_row_step, self_row_step, target_row_step,
+                          out_row_step, grad_col_step, self_col_step, target_col_step,
+                          out_col_step, scale, GRAD_MODE, SELF_MODE, TARGET_MODE, OUT_MODE,
+                          SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False, compute_dtype,
+                          BLOCK_ROWS, BLOCK_COLS)

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from . import backends, configs, layout, tables, triton_compat, validation
+from . import backends, configs, kernels, layout, tables, triton_compat, validation
 from .kernels import MAX_OUTER_DIMS, mse_loss_backward_flat_kernel, mse_loss_backward_strided_kernel
 from .layout import Layout
 
@@ -41,6 +41,7 @@ class LaunchPlan:
     scalar_args: Tuple         # the kernel's arguments after the five pointers, in order
     constexprs: dict
     launch_tail: Tuple         # scalar_args as a compiled kernel's launcher takes them
+    tile: Tuple[int, int] = (1, 1)  # (rows, columns) of a tile: (1, BLOCK_SIZE) when flat
     # Compiled kernels by pointer alignment (filled by CompiledBackend.launch).
     compiled: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -61,6 +62,7 @@ class Explanation:
     layout: Optional[Layout] = None         # coalesced rows and per-operand strides
     config: Optional[configs.KernelConfig] = None
     config_source: Optional[str] = None     # "default", or the tuned table file and entry
+    tile: Optional[Tuple[int, int]] = None  # (rows, columns) of a tile: (1, BLOCK) when flat
     grid: Optional[Tuple[int]] = None
 
 
@@ -270,7 +272,8 @@ def explain(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
     if plan is None:
         return Explanation(**summary)
     return Explanation(**summary, path=plan.path, layout=plan.layout, config=plan.config,
-                       config_source=plan.config.source, grid=(plan.num_programs,))
+                       config_source=plan.config.source, tile=plan.tile,
+                       grid=(plan.num_programs,))
 
 
 def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
@@ -372,9 +375,10 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     tensors describe a launch as well as real ones.
     """
     operands = (grad_output, self, target, out)
-    shape = tuple(out.shape)
-    rows = layout.coalesce(shape, [layout.broadcast_strides(tuple(t.shape), t.stride(), shape)
-                                   for t in operands])
+    rows = layout.of_tensors(operands)
+    flat = rows.path != "strided"
+    modes = () if flat else rows.tile_modes()
+    transposed = transposed_operands(modes, negated_out is not None)
     if config is None:
         table = tables.table_for(backend.device_name)
         tuned = table.config_for(_DTYPE_NAMES[self.dtype], rows.path,
@@ -383,17 +387,7 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         stored = (out,) if negated_out is None else (out, negated_out)
         config = configs.select_config(backend.name, [t.element_size() for t in loaded],
                                        [t.element_size() for t in stored], rows.row_length,
-                                       rows.num_rows, backend.num_units, tuned)
-    flat = rows.path != "strided"
-    # A strided tile never spans more than one row: short rows get a smaller (power-of-two)
-    # tile. A flat tile spans the whole output: the kernel masks only its last tile.
-    if not flat and rows.row_length < config.block_size:
-        config = replace(config, block_size=1 << (rows.row_length - 1).bit_length())
-    block = config.block_size
-    tiles_per_row = -(-rows.row_length // block)
-    num_tiles = rows.num_rows * tiles_per_row
-    num_programs = max(1, min(num_tiles, backend.num_units * config.programs_per_unit))
-
+                                       rows.num_rows, backend.num_units, tuned, transposed)
     numel_self = self.numel()
     scale = 2.0 / numel_self if reduction_code == 1 else 2.0
     scale_divisor = numel_self if reduction_code == 1 else 1
@@ -402,23 +396,81 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         WRITE_NEGATED=negated_out is not None,
         SKIP_PADDING=backends.TRITON_HAS_CARE_PADDING,
         COMPUTE_FP64=any(t.dtype == torch.float64 for t in operands),
-        BLOCK_SIZE=block,
     )
-    if flat:
+    if flat:  # one tile of config.block_size elements; the kernel masks only its last tile
         kernel = mse_loss_backward_flat_kernel
+        tile = (1, config.block_size)
+        num_tiles = -(-rows.row_length // config.block_size)
         scalar_args = (scale, scale_divisor, rows.row_length)
+        constexprs.update(BLOCK_SIZE=config.block_size)
     else:
         kernel = mse_loss_backward_strided_kernel
-        outer = []
-        for d in range(1, MAX_OUTER_DIMS + 1):  # unused dimensions: size 1, stride 0
-            if d <= rows.num_outer_dims:
-                outer += [rows.sizes[d], *(s[d] for s in rows.strides)]
-            else:
-                outer += [1, 0, 0, 0, 0]
-        scalar_args = (scale, scale_divisor, rows.row_length, tiles_per_row, num_tiles,
-                       *rows.inner_strides, *outer)
-        constexprs.update(
-            NUM_OUTER_DIMS=rows.num_outer_dims,
-            WIDE_LANES=max(abs(s) for s in rows.inner_strides) * (block - 1) >= _INT32_LIMIT)
+        config = configs.fit_for_transposes(backend.name, config, transposed)
+        tile = tile_shape(rows, config.block_size, kernels.TRANSPOSED.value in modes)
+        scalar_args, strided_constexprs, num_tiles = _strided_arguments(rows, modes, tile)
+        scalar_args = (scale, scale_divisor, *scalar_args)
+        constexprs.update(strided_constexprs)
+    config = replace(config, block_size=tile[0] * tile[1])
+    num_programs = max(1, min(num_tiles, backend.num_units * config.programs_per_unit))
     launch_tail = triton_compat.launch_values(kernel, (None,) * 5 + scalar_args, constexprs)[5:]
-    return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail)
+    return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail,
+                      tile)
+
+
+def transposed_operands(modes: Tuple[int, ...], negated: bool) -> int:
+    """How many tensors a strided tile moves along its rows (``modes``: ``Layout.tile_modes``;
+    the target's gradient, when written, is moved as ``out``)."""
+    transposed = sum(mode == kernels.TRANSPOSED.value for mode in modes)
+    return transposed + (negated and bool(modes) and modes[3] == kernels.TRANSPOSED.value)
+
+
+def tile_shape(rows: Layout, block_size: int, square: bool) -> Tuple[int, int]:
+    """``(BLOCK_ROWS, BLOCK_COLS)`` of a strided tile of about ``block_size`` elements: as
+    wide as the row (short rows pack many rows per tile), or ``square`` (an operand is moved
+    along the rows: both of its transfer dimensions long) as near square as it fits."""
+    def ceil_pow2(n: int) -> int:
+        return 1 << (n - 1).bit_length()
+
+    cols_wanted = ceil_pow2(rows.row_length)
+    block_cols = min(cols_wanted, 1 << (block_size.bit_length() - 1) // 2 if square
+                     else block_size)
+    block_rows = min(ceil_pow2(rows.tile_rows), block_size // block_cols)
+    return block_rows, min(cols_wanted, block_size // block_rows)
+
+
+def _strided_arguments(rows: Layout, modes, tile: Tuple[int, int]) -> Tuple[tuple, dict, int]:
+    """The strided kernel's integer arguments (after the scale), its layout constexprs and
+    the number of tiles."""
+    block_rows, block_cols = tile
+    col_tiles = -(-rows.row_length // block_cols)
+    row_tiles = -(-rows.tile_rows // block_rows)
+    num_tiles = col_tiles * row_tiles * rows.num_rows // rows.tile_rows
+    col_strides, row_strides = list(rows.inner_strides), list(rows.row_strides())
+    # The stride between the lines of each operand's 2-D transfers (its rows' in TILE mode, its
+    # columns' in TRANSPOSED mode) is passed divided by the largest power of two (up to 16
+    # elements: a 16-byte vector of 1-byte items) dividing all of them, and multiplied back
+    # by a constexpr: the compiler then knows every line starts aligned (vector accesses).
+    lines = [(k, row_strides if mode == kernels.TILE.value else col_strides)
+             for k, mode in enumerate(modes)
+             if mode in (kernels.TILE.value, kernels.TRANSPOSED.value)]
+    lines = [(k, strides) for k, strides in lines if strides[k]]
+    align = min([16] + [abs(strides[k]) & -abs(strides[k]) for k, strides in lines])
+    for k, strides in lines:
+        strides[k] //= align
+    outer = []
+    for d in range(2, MAX_OUTER_DIMS + 1):  # unused dimensions: size 1, stride 0
+        if d < len(rows.sizes):
+            outer += [rows.sizes[d], *(s[d] for s in rows.strides)]
+        else:
+            outer += [1, 0, 0, 0, 0]
+    span = max(abs(c) * (block_cols - 1) + abs(r) * (block_rows - 1)
+               for c, r in zip(rows.inner_strides, rows.row_strides()))
+    args = (rows.row_length, rows.tile_rows, col_tiles, row_tiles, num_tiles,
+            *col_strides, *row_strides, *outer)
+    constexprs = dict(
+        NUM_OUTER_DIMS=max(0, rows.num_outer_dims - 1),
+        GRAD_MODE=modes[0], SELF_MODE=modes[1], TARGET_MODE=modes[2], OUT_MODE=modes[3],
+        MASK_ROWS=rows.tile_rows % block_rows != 0, MASK_COLS=rows.row_length % block_cols != 0,
+        STRIDE_ALIGN=align, WIDE_LANES=span >= _INT32_LIMIT,
+        BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols)
+    return args, constexprs, num_tiles

@@ -12,7 +12,7 @@ Pure Python over shapes and strides: no tensor is created, nothing touches a dev
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
-from .kernels import MAX_OUTER_DIMS
+from .kernels import COL_VECTOR, MAX_OUTER_DIMS, ROW_VECTOR, SCALAR, TILE, TRANSPOSED
 
 Shape = Tuple[int, ...]
 
@@ -86,6 +86,36 @@ class Layout:
         return tuple(s[0] for s in self.strides)
 
     @property
+    def tile_rows(self) -> int:
+        """Size of the second coalesced dimension: the rows of a 2-D tile (1 if none)."""
+        return self.sizes[1] if len(self.sizes) > 1 else 1
+
+    def row_strides(self) -> Shape:
+        """Each operand's stride along the tile's rows (0 if there is no second dimension)."""
+        return tuple(s[1] if len(s) > 1 else 0 for s in self.strides)
+
+    def tile_modes(self) -> Tuple[int, int, int, int]:
+        """How each operand is moved over a 2-D tile (``kernels.TILE``, ...): a broadcast
+        dimension is not walked at all, and an operand with unit stride along the rows (and
+        not the columns) is moved along its rows and transposed on chip."""
+        has_rows = len(self.sizes) > 1
+        modes = []
+        for k, (col_stride, row_stride) in enumerate(zip(self.inner_strides,
+                                                         self.row_strides())):
+            if k == OUT:  # written: never broadcast (validation refuses a self-overlapping out)
+                modes.append((TRANSPOSED if has_rows and row_stride == 1 and col_stride != 1
+                              else TILE).value)
+            elif col_stride == 0:
+                modes.append((SCALAR if row_stride == 0 else ROW_VECTOR).value)
+            elif row_stride == 0 and has_rows:
+                modes.append(COL_VECTOR.value)
+            elif has_rows and row_stride == 1 and abs(col_stride) != 1:
+                modes.append(TRANSPOSED.value)
+            else:
+                modes.append(TILE.value)
+        return tuple(modes)
+
+    @property
     def scalar_grad(self) -> bool:
         """grad_output is one element broadcast to the whole output."""
         return not any(self.strides[GRAD])
@@ -153,9 +183,26 @@ def coalesce(shape: Shape, operand_strides: Sequence[Shape]) -> Layout:
             for m, s in zip(merged_strides, strides):
                 m.append(s[d])
 
+    # 4. A tile spans the two innermost dimensions: its columns are the one more operands walk
+    #    with unit stride, so that as many transfers as possible need no on-chip transpose.
+    if len(merged_sizes) > 1:
+        unit = [sum(m[d] == 1 for m in merged_strides) for d in (0, 1)]
+        if unit[1] > unit[0]:
+            merged_sizes[0], merged_sizes[1] = merged_sizes[1], merged_sizes[0]
+            for m in merged_strides:
+                m[0], m[1] = m[1], m[0]
+
     if len(merged_sizes) - 1 > MAX_OUTER_DIMS:
         raise ValueError(
             f"the operands' layouts cannot be coalesced to {MAX_OUTER_DIMS + 1} dimensions "
             f"(they need {len(merged_sizes)}); make one of them contiguous first"
         )
     return Layout(tuple(merged_sizes), tuple(tuple(s) for s in merged_strides))
+
+
+def of_tensors(tensors: Sequence) -> Layout:
+    """``coalesce`` for (grad_output, self, target, out) tensors, or anything with their
+    ``shape`` and ``stride()``: the output's shape is the iteration space."""
+    shape = tuple(tensors[OUT].shape)
+    return coalesce(shape, [broadcast_strides(tuple(t.shape), t.stride(), shape)
+                            for t in tensors[:4]])

@@ -8,7 +8,7 @@ import pytest
 import triton
 import triton.language as tl
 
-from mse_grad_triton import ascend_check, triton_compat
+from mse_grad_triton import ascend_check, kernels, triton_compat
 from mse_grad_triton.ascend_check import Case, check_case, classify, specialise, to_linalg, to_ttir
 
 pytestmark = pytest.mark.skipif(triton_compat.FLAVOUR != "ascend",
@@ -76,11 +76,22 @@ def test_launcher_specialisations_are_block_transfers(case, access):
     result = check_case(case, ascend_check.DEFAULT_TARGETS)
     assert result.lowered and not result.problems, result.problems
     assert "".join(result.access[name] for name in ascend_check.OPERANDS) == access
-    assert result.moved_per_element == result.minimum_per_element
+    # Bytes per output element: each operand's item size times the share of the tile it
+    # moves: all of it when walked, one row or column of it when broadcast along the other.
+    _, plan = ascend_check._plan(case)
+    rows, cols = plan.tile
+    share = {kernels.TILE.value: 1, kernels.TRANSPOSED.value: 1,
+             kernels.ROW_VECTOR.value: 1 / cols, kernels.COL_VECTOR.value: 1 / rows}
+    shares = [share[plan.constexprs.get(ascend_check.MODE_OF[i], kernels.TILE.value)]
+              if result.access[name] == "B" else 0
+              for i, name in enumerate(ascend_check.OPERANDS)]
+    itemsizes = [ascend_check.DTYPES[d].itemsize for d in case.dtypes] + [
+        ascend_check.DTYPES[case.dtypes[2]].itemsize]
+    assert result.moved_per_element == pytest.approx(
+        sum(size * part for size, part in zip(itemsizes, shares)))
     # The IR's tile buffers are exactly the UB formula's input share: one per loaded input.
-    loaded_bytes = sum(ascend_check.DTYPES[d].itemsize
-                       for d in case.dtypes[(access[0] == "S"):3])
-    assert result.tile_bytes == result.block_size * loaded_bytes
+    assert result.tile_bytes == pytest.approx(result.block_size * sum(
+        size * part for size, part in zip(itemsizes[:3], shares[:3])))
 
 
 def test_over_budget_config_fails():
@@ -94,9 +105,45 @@ def test_unstructured_access_on_a_flat_path_fails(monkeypatch):
     monkeypatch.setattr(ascend_check, "classify", lambda linalg, num_pointers: accesses)
     result = check_case(Case("flat", F32, 1024, True), ascend_check.DEFAULT_TARGETS)
     assert result.problems == ["unstructured access to self"]
-    # On a layout with non-unit inner strides, the same access is reported but allowed.
-    result = check_case(Case("transposed_self", F32, 1024, True), ascend_check.DEFAULT_TARGETS)
+    # On a layout with no unit-stride dimension, the same access is reported but allowed.
+    accesses.kinds[0] = "S"  # its grad_output is one element
+    result = check_case(Case("stepped_self", F32, 1024, True), ascend_check.DEFAULT_TARGETS)
     assert result.problems == []
+
+
+def test_a_stepped_operand_is_reported_strided_and_allowed_only_there():
+    result = check_case(Case("stepped_self", F32, 4096, True), ascend_check.DEFAULT_TARGETS)
+    assert result.problems == [] and result.access["self"] == "B"
+    assert not result.unit_innermost["self"] and result.unit_innermost["target"]
+    assert "~" in ascend_check.format_table([result])
+
+
+@pytest.mark.parametrize("layout, tile, transfer_bytes", [
+    # issue 11's layouts: every walked operand moves >= 1 KB per transfer, unit stride inside
+    ("rows_of_4", (2048, 4), {"self": 32768, "target": 8192, "out": 32768}),
+    ("sliced_rows_of_4", (2048, 4), {"self": 32768, "target": 32768, "out": 32768}),
+    ("transposed_self", (128, 64), {"grad_output": 32768, "self": 32768, "out": 32768}),
+    ("transposed_out", (128, 64), {"self": 32768, "out": 32768}),
+    ("channels_last_self", (64, 128), {"self": 32768, "target": 32768, "out": 32768}),
+])
+def test_two_d_tiles_move_whole_tiles_in_unit_stride_transfers(layout, tile, transfer_bytes):
+    result = check_case(Case(layout, F32, 8192, False), ascend_check.DEFAULT_TARGETS)
+    assert result.lowered and not result.problems, result.problems
+    assert result.tile == tile
+    for name, size in transfer_bytes.items():
+        assert result.transfer_bytes[name] == size and result.unit_innermost[name]
+
+
+def test_a_short_transfer_fails_on_a_large_layout(monkeypatch):
+    real = ascend_check.classify
+
+    def shrunk(linalg, num_pointers):  # as if each self transfer moved 16 bytes
+        accesses = real(linalg, num_pointers)
+        accesses.transfer_bytes[1] = 16
+        return accesses
+    monkeypatch.setattr(ascend_check, "classify", shrunk)
+    result = check_case(Case("rows_of_4", F32, 8192, False), ascend_check.DEFAULT_TARGETS)
+    assert result.problems == ["self moves 16 B per transfer < 1024 B"]
 
 
 def test_lowering_failure_is_reported_not_raised(monkeypatch):

@@ -284,12 +284,55 @@ def test_deterministic_and_inputs_unchanged(layout):
         assert torch.equal(tensor, copy)
 
 
-def test_short_rows_get_a_tile_no_longer_than_the_row():
+def test_short_rows_pack_many_rows_into_one_tile():
     from mse_grad_triton import explain
     grad, self, target = torch.tensor(1.0), make([100, 30], torch.float32, 1), \
         make([100, 1], torch.float32, 2)
-    assert explain(grad, self, target).config.block_size == 32
+    explained = explain(grad, self, target)
+    # The CPU's 1024-element tile: as wide as the row (rounded up), as many rows as fit.
+    assert explained.tile == (32, 32) and explained.config.block_size == 1024
     assert_ulp_close(mse_loss_backward(grad, self, target), reference(grad, self, target, "mean"))
+
+
+@pytest.mark.parametrize("case, tile, modes", [
+    # target [N, 1] against [N, 4]: rows of 4, 256 per tile; the target one value per row
+    ("short_rows", (256, 4), ("SCALAR", "TILE", "ROW_VECTOR", "TILE")),
+    # self [:, :4] of [N, 64]: a 2-D walk with row stride 64
+    ("sliced_short_rows", (256, 4), ("SCALAR", "TILE", "TILE", "TILE")),
+    # rows of 3 (the tile is 4 wide, masked), target broadcast across the 100 rows
+    ("rows_of_3", (128, 4), ("TILE", "TILE", "COL_VECTOR", "TILE")),
+    # a transposed self is moved along its own rows and turned on chip: a square tile
+    ("transposed_self", (32, 32), ("TILE", "TRANSPOSED", "TILE", "TILE")),
+    ("transposed_out", (32, 32), ("SCALAR", "TILE", "TILE", "TRANSPOSED")),
+    ("channels_last_self", (4, 64), ("TILE", "TRANSPOSED", "TILE", "TILE")),
+])
+def test_tile_shape_and_operand_modes(case, tile, modes):
+    from mse_grad_triton import kernels
+    from mse_grad_triton.launcher import _call
+    grad, self, target, out = {
+        "short_rows": lambda: (torch.tensor(1.0), make([4096, 4], torch.float32, 1),
+                               make([4096, 1], torch.float32, 2), None),
+        "sliced_short_rows": lambda: (torch.tensor(1.0), make([300, 64], torch.float32, 1)[:, :4],
+                                      make([300, 4], torch.float32, 2), None),
+        "rows_of_3": lambda: (make([32, 100, 3], torch.float32, 1),
+                              make([32, 100, 3], torch.float32, 2),
+                              make([32, 1, 3], torch.float32, 3), None),
+        "transposed_self": lambda: (make([300, 200], torch.float32, 1),
+                                    make([200, 300], torch.float32, 2).t(),
+                                    make([300, 200], torch.float32, 3), None),
+        "transposed_out": lambda: (torch.tensor(1.0), make([64, 48], torch.float32, 1),
+                                   make([64, 48], torch.float32, 2), torch.empty(48, 64).t()),
+        "channels_last_self": lambda: (
+            make([2, 3, 8, 8], torch.float32, 1),
+            make([2, 3, 8, 8], torch.float32, 2).to(memory_format=torch.channels_last),
+            make([2, 3, 8, 8], torch.float32, 3), None),
+    }[case]()
+    plan = _call(grad, self, target, "sum", out, "triton", False).plan
+    assert plan.tile == tile
+    assert tuple(plan.constexprs[f"{k}_MODE"] for k in ("GRAD", "SELF", "TARGET", "OUT")) \
+        == tuple(getattr(kernels, m).value for m in modes)
+    result = mse_loss_backward(grad, self, target, "sum", out=out)
+    assert_ulp_close(result, reference(grad, self, target, "sum"))
 
 
 # --- both gradients in one pass ------------------------------------------------------------

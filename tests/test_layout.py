@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mse_grad_triton import layout
+from mse_grad_triton import kernels, layout
 from mse_grad_triton.kernels import MAX_OUTER_DIMS
 
 
@@ -62,10 +62,18 @@ def test_size_one_dims_dropped_and_zero_dims_become_one_element():
     assert rows.sizes == (1,) and rows.num_rows == 1
 
 
-def test_output_order_wins_for_transposed_out():
+def test_output_order_decides_between_equals():
     out = torch.empty(5, 4).t()  # [4, 5] walked column-major
-    rows = _rows(torch.ones(4, 5), torch.ones(4, 5), torch.ones(4, 5), out=out)
+    rows = _rows(torch.tensor(1.0), torch.ones(5, 4).t(), torch.ones(4, 5), out=out)
     assert rows.strides[layout.OUT][0] == 1 and rows.sizes == (4, 5)
+
+
+def test_tile_columns_follow_the_operands_with_unit_stride():
+    out = torch.empty(5, 4).t()  # [4, 5] walked column-major; every input row-major
+    rows = _rows(torch.ones(4, 5), torch.ones(4, 5), torch.ones(4, 5), out=out)
+    assert rows.sizes == (5, 4) and rows.strides[layout.SELF] == (1, 5)
+    assert rows.strides[layout.OUT] == (4, 1)  # stored along its own rows: transposed
+    assert rows.tile_modes() == (kernels.TILE.value,) * 3 + (kernels.TRANSPOSED.value,)
 
 
 @pytest.mark.parametrize("make", [
