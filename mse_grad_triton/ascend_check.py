@@ -351,16 +351,18 @@ def classify(linalg: str, num_pointers: int) -> Accesses:
                 moved[new_body], buffers[new_body] = {i: 0 for i in range(num_pointers)}, 0
                 parent[new_body], body = (body if len(regions) > 3 else 0), new_body
 
-    def total(table: Dict[int, object], b: int, key) -> int:
-        """What body ``b`` and the bodies enclosing it hold."""
-        return key(table[b]) + (total(table, parent[b], key) if parent[b] else 0)
+    def enclosing(b: int) -> List[int]:
+        """Body ``b`` and the tile bodies enclosing it (0, outside them all, included)."""
+        return [b] + (enclosing(parent[b]) if b else [])
 
-    bodies = [b for b in moved if b]
-    heaviest = max(bodies, key=lambda b: (total(moved, b, lambda m: sum(m.values())),
-                                          total(buffers, b, int)), default=0)
-    block_bytes = {i: moved[0][i] + (total(moved, heaviest, lambda m: m[i]) if heaviest else 0)
-                   for i in range(num_pointers)}
-    tile_bytes = buffers[0] + (total(buffers, heaviest, int) if heaviest else 0)
+    def weight(b: int) -> Tuple[int, int]:
+        chain = enclosing(b)
+        return sum(sum(moved[c].values()) for c in chain), sum(buffers[c] for c in chain)
+
+    heaviest = max((b for b in moved if b), key=weight, default=0)
+    chain = enclosing(heaviest)
+    block_bytes = {i: sum(moved[c][i] for c in chain) for i in range(num_pointers)}
+    tile_bytes = sum(buffers[c] for c in chain)
     return Accesses({i: _kind(k) for i, k in kinds.items()}, block_bytes, tile_bytes,
                     transfer_bytes, unit_innermost)
 

@@ -52,9 +52,38 @@ def test_narrow_access_to_a_unit_stride_operand_fails(monkeypatch):
                         lambda ptx, num_pointers: {0: [128], 1: [32], 2: [128], 3: [128], 4: []})
     (result,) = check_case(Case("flat", F32, 2048, 8), (90,))
     assert result.problems == ["self accessed 32-bit, 64+ possible"]
-    # A transposed operand cannot be vectorised: the same width is reported, not failed.
-    (result,) = check_case(Case("transposed_self", F32, 2048, 8), (90,))
+    # A stepped slice cannot be vectorised: the same width is reported, not failed.
+    (result,) = check_case(Case("stepped_self", F32, 2048, 8), (90,))
     assert result.problems == []
+
+
+@pytest.mark.parametrize("layout, widths", [
+    # short rows: 2-D tiles of 4-element rows, 16-byte vectors (rows start aligned)
+    ("rows_of_4", {"self": "128", "out": "128"}),
+    ("sliced_rows_of_4", {"self": "128", "target": "128", "out": "128"}),
+    # permuted operands: moved along their own unit stride (the masked last row tile: *)
+    ("transposed_self", {"grad_output": "128", "self": "128*", "out": "128"}),
+    ("transposed_out", {"self": "128", "out": "128*"}),
+    ("channels_last_target", {"self": "128", "target": "128", "out": "128"}),
+])
+def test_two_d_tiles_use_16_byte_vectors(layout, widths):
+    for result in check_case(Case(layout, F32, 1024, 8), (90,)):
+        assert not result.problems, result.problems
+        assert {name: result.widths[name] for name in widths} == widths
+
+
+def test_a_row_broadcast_operand_is_loaded_once_per_row():
+    # target [N, 1] against [N, 4]: one [BLOCK_ROWS] vector per tile, not one value per element
+    tensors, plan = cuda_check._plan(Case("rows_of_4", F32, 1024, 8))
+    spec = triton_compat.specialise(plan.kernel, (*tensors, *plan.scalar_args), plan.constexprs,
+                                    triton_compat.target("cuda", 90),
+                                    cuda_check._BACKEND.launch_options(plan.config))
+    ttir = triton_compat.compile(spec).asm["ttir"]
+    block_rows, block_cols = plan.tile
+    assert (block_rows, block_cols) == (256, 4)
+    loads = [line for line in ttir.splitlines() if "tt.load" in line]
+    assert any(f"tensor<{block_rows}x!tt.ptr<f32>" in line for line in loads)  # the target
+    assert any(f"tensor<{block_rows}x{block_cols}x!tt.ptr<f32>" in line for line in loads)
 
 
 def test_spills_fail(monkeypatch):
