@@ -138,6 +138,7 @@ class Case:
     block_size: int
     multibuffer: bool
     negated: bool = False              # also write the target's gradient (-out)
+    transpose: bool = True             # KernelConfig.transpose (False: the strided form)
 
 
 @dataclasses.dataclass
@@ -175,7 +176,8 @@ def enumerate_cases(full: bool) -> List[Case]:
     for layout_name in LAYOUTS:
         for dtypes in (combos if full else uniform):
             for config in _configs_for(layout_name, dtypes):
-                cases.add(Case(layout_name, dtypes, config.block_size, config.multibuffer))
+                cases.add(Case(layout_name, dtypes, config.block_size, config.multibuffer,
+                               transpose=config.transpose))
     for layout_name in LAYOUTS:  # both gradients in one pass (autograd, input and target)
         for dtypes in uniform:
             cases.add(Case(layout_name, dtypes, _default_block(layout_name, dtypes, True),
@@ -186,7 +188,7 @@ def enumerate_cases(full: bool) -> List[Case]:
                 block = _default_block(layout_name, dtypes)
                 cases.add(Case(layout_name, dtypes, block, True))
     return sorted(cases, key=lambda c: (list(LAYOUTS).index(c.layout), c.negated, c.dtypes,
-                                        c.block_size, c.multibuffer))
+                                        c.block_size, c.multibuffer, not c.transpose))
 
 
 def _itemsizes(layout_name: str, dtypes,
@@ -196,7 +198,7 @@ def _itemsizes(layout_name: str, dtypes,
     sizes = [DTYPES[d].itemsize for d in dtypes]
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     rows = layout.of_tensors(tensors)
-    modes = rows.tile_modes() if rows.path == "strided" else ()
+    modes = () if rows.flat else rows.tile_modes()
     return ((sizes[1:3] if rows.scalar_grad else sizes[:3]),
             ([sizes[3], sizes[2]] if negated else [sizes[3]]),
             launcher.transposed_operands(modes, negated))
@@ -205,7 +207,7 @@ def _itemsizes(layout_name: str, dtypes,
 def _configs_for(layout_name: str, dtypes) -> List[configs.KernelConfig]:
     """The tuner's candidates for these item sizes, and every config of a shipped table."""
     inputs, out, transposed = _itemsizes(layout_name, dtypes)
-    unique = {(c.block_size, c.multibuffer): c
+    unique = {(c.block_size, c.multibuffer, c.transpose): c
               for c in configs.candidate_configs("npu", inputs, out, transposed)
               + shipped_configs()}
     return list(unique.values())
@@ -235,7 +237,8 @@ def _default_block(layout_name: str, dtypes, negated: bool = False) -> int:
 def _plan(case: Case):
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
     backend = backends.Backend("npu", "Ascend910B3", VECTOR_CORES, False)
-    config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer)
+    config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer,
+                                  transpose=case.transpose)
     # The target's gradient has the output's shape and strides, in the target's dtype.
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
     plan = launcher.plan_launch(*tensors, 1, backend, config, negated if case.negated else None)
@@ -419,7 +422,8 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     result = Result(case)
     tensors, plan = _plan(case)
     result.path = plan.path
-    must_be_block = LAYOUTS[case.layout][1]
+    # The strided form of a transposed layout walks an operand at its column stride: by design.
+    must_be_block = LAYOUTS[case.layout][1] and case.transpose
     loaded = [i for i in range(3) if not (i == 0 and plan.layout.scalar_grad)]
     stored = [3, 4] if case.negated else [3]
     itemsizes = [t.element_size() for t in tensors]
@@ -442,7 +446,7 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     accesses = classify(linalg, num_pointers=len(OPERANDS))
     result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
     result.tile_bytes = accesses.tile_bytes
-    modes = () if plan.path != "strided" else plan.layout.tile_modes()
+    modes = () if plan.layout.flat else plan.layout.tile_modes(plan.config.transpose)
     result.formula_bytes = configs.ub_footprint_bytes(
         block, [itemsizes[i] for i in loaded], [itemsizes[i] for i in stored], case.multibuffer,
         launcher.transposed_operands(modes, case.negated))
@@ -535,6 +539,8 @@ def format_table(results: Sequence[Result]) -> str:
         c = r.case
         access = "".join(r.access.get(name, "?") for name in OPERANDS) if r.lowered else "-"
         verdict = "ok" if not r.problems else "FAIL: " + "; ".join(r.problems)
+        if not c.transpose:
+            verdict += " (strided form: no on-chip turn)"
         if r.error:
             verdict += f" ({r.error[:160]})"
         tile = f"{r.tile[0]}x{r.tile[1]}" if r.lowered else str(c.block_size)

@@ -23,6 +23,10 @@ class KernelConfig:
     programs_per_unit: int = 1   # persistent programs per parallel unit
     num_warps: int = 4           # CUDA only
     multibuffer: bool = True     # Ascend only: double-buffer transfers (doubles the UB need)
+    # Path "transposed": move an operand whose unit stride runs along the tile's rows along
+    # that stride and turn it on chip (False: walk it at its column stride, no turn). Both are
+    # candidates: where the turn fails to build or loses, the tuner records the other.
+    transpose: bool = True
     source: str = "default"      # where it came from, for explain()
 
 
@@ -142,4 +146,6 @@ def candidate_configs(backend: str, input_itemsizes: Sequence[int],
     if backend == "cuda":
         configs = [c for c in configs
                    if c.block_size <= MAX_ELEMENTS_PER_THREAD * 32 * c.num_warps]
+    if transposed:  # the strided form beside the on-chip turn
+        configs += [replace(c, transpose=False) for c in configs]
     return configs

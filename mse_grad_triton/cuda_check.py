@@ -191,7 +191,7 @@ def vector_allowed(plan, operand: int, itemsize: int, num_warps: int) -> bool:
     layout = plan.layout
     strides = layout.strides[min(operand, 3)]
     per_thread = plan.config.block_size // (32 * num_warps)
-    if plan.path != "strided":
+    if layout.flat:
         return strides[0] == 1 and per_thread * itemsize >= 8
     block_rows, block_cols = plan.tile
     mode = plan.constexprs[ascend_check.MODE_OF[operand]]

@@ -376,7 +376,7 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     """
     operands = (grad_output, self, target, out)
     rows = layout.of_tensors(operands)
-    flat = rows.path != "strided"
+    flat = rows.flat
     modes = () if flat else rows.tile_modes()
     transposed = transposed_operands(modes, negated_out is not None)
     if config is None:
@@ -405,6 +405,11 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         constexprs.update(BLOCK_SIZE=config.block_size)
     else:
         kernel = mse_loss_backward_strided_kernel
+        if not transposed:  # one canonical config where the knob changes nothing
+            config = replace(config, transpose=True)
+        elif not config.transpose:
+            modes = rows.tile_modes(transpose=False)
+            transposed = 0
         config = configs.fit_for_transposes(backend.name, config, transposed)
         tile = tile_shape(rows, config.block_size, kernels.TRANSPOSED.value in modes)
         scalar_args, strided_constexprs, num_tiles = _strided_arguments(rows, modes, tile)

@@ -94,11 +94,12 @@ class Layout:
         """Each operand's stride along the tile's rows (0 if there is no second dimension)."""
         return tuple(s[1] if len(s) > 1 else 0 for s in self.strides)
 
-    def tile_modes(self) -> Tuple[int, int, int, int]:
+    def tile_modes(self, transpose: bool = True) -> Tuple[int, int, int, int]:
         """How each operand is moved over a 2-D tile (``kernels.TILE``, ...): a broadcast
         dimension is not walked at all, and an operand with unit stride along the rows (and
-        not the columns) is moved along its rows and transposed on chip."""
-        has_rows = len(self.sizes) > 1
+        not the columns) is moved along its rows and transposed on chip (unless not
+        ``transpose``: then it is walked at its column stride)."""
+        has_rows = len(self.sizes) > 1 and transpose
         modes = []
         for k, (col_stride, row_stride) in enumerate(zip(self.inner_strides,
                                                          self.row_strides())):
@@ -107,7 +108,7 @@ class Layout:
                               else TILE).value)
             elif col_stride == 0:
                 modes.append((SCALAR if row_stride == 0 else ROW_VECTOR).value)
-            elif row_stride == 0 and has_rows:
+            elif row_stride == 0 and len(self.sizes) > 1:
                 modes.append(COL_VECTOR.value)
             elif has_rows and row_stride == 1 and abs(col_stride) != 1:
                 modes.append(TRANSPOSED.value)
@@ -121,13 +122,19 @@ class Layout:
         return not any(self.strides[GRAD])
 
     @property
+    def flat(self) -> bool:
+        """Launched by the flat kernel (paths ``flat`` and ``flat_scalar_grad``)."""
+        return self.path.startswith("flat")
+
+    @property
     def path(self) -> str:
-        """Launch path: ``flat``, ``flat_scalar_grad`` or ``strided``."""
+        """Launch path: ``flat``, ``flat_scalar_grad`` (the flat kernel), ``strided`` or
+        ``transposed`` (the strided kernel; the latter turns an operand on chip)."""
         dense = self.num_outer_dims == 0 and all(
             s[0] == 1 for k, s in enumerate(self.strides) if not (k == GRAD and self.scalar_grad)
         )
         if not dense:
-            return "strided"
+            return "transposed" if TRANSPOSED.value in self.tile_modes() else "strided"
         return "flat_scalar_grad" if self.scalar_grad else "flat"
 
 

@@ -23,9 +23,9 @@ from .configs import MAX_BLOCK_SIZE, KernelConfig
 
 FORMAT = 1
 TUNE_DIR_ENV = "MSE_GRAD_TRITON_TUNE_DIR"
-PATHS = ("flat", "flat_scalar_grad", "strided")
+PATHS = ("flat", "flat_scalar_grad", "strided", "transposed")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
-_CONFIG_FIELDS = {"block_size", "programs_per_unit", "num_warps", "multibuffer"}
+_CONFIG_FIELDS = {"block_size", "programs_per_unit", "num_warps", "multibuffer", "transpose"}
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,10 @@ def _config(fields, where: str) -> KernelConfig:
     warps = fields.get("num_warps", 4)
     if warps not in (1, 2, 4, 8, 16, 32) or type(warps) is not int:
         raise ValueError(f"{where}: num_warps must be a power of two from 1 to 32")
-    multibuffer = fields.get("multibuffer", True)
-    if type(multibuffer) is not bool:
-        raise ValueError(f"{where}: multibuffer must be true or false")
-    return KernelConfig(block, programs, warps, multibuffer, source=where)
+    multibuffer, transpose = fields.get("multibuffer", True), fields.get("transpose", True)
+    if type(multibuffer) is not bool or type(transpose) is not bool:
+        raise ValueError(f"{where}: multibuffer and transpose must be true or false")
+    return KernelConfig(block, programs, warps, multibuffer, transpose, source=where)
 
 
 def read_table_text(path: Path) -> str:

@@ -26,12 +26,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from . import backends, configs, launcher, tables
+from . import backends, configs, launcher, layout, tables
 from .testing import MAX_ULP, make, max_ulp_error
 from .timing import Timer, device_timer, host_timer, wall_time
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ROW_LENGTH = 1024  # the strided case: self [N / 1024, 1024] against target [N / 1024, 1]
+# The strided case: self [N / 1024, 1024] against target [N / 1024, 1]; the transposed case:
+# against target [1024, N / 1024].t() (moved along its rows and turned on chip).
+ROW_LENGTH = 1024
 DEFAULT_SIZES = {"device": [2**k for k in range(12, 27, 2)], "cpu": [2**10, 2**12]}
 QUICK_SIZES = {"device": [2**16, 2**20, 2**24], "cpu": [2**10]}
 
@@ -46,9 +48,13 @@ def make_inputs(path: str, dtype: torch.dtype, numel: int, device: torch.device)
         shapes = ([], [numel], [numel])
     elif path == "strided":
         shapes = ([], [rows, ROW_LENGTH], [rows, 1])
+    elif path == "transposed":
+        shapes = ([], [rows, ROW_LENGTH], [ROW_LENGTH, rows])
     else:
         raise ValueError(f"unknown path {path!r}; choose from {', '.join(tables.PATHS)}")
-    return tuple(make(shape, dtype, seed, device=device) for seed, shape in enumerate(shapes))
+    grad, self, target = (make(shape, dtype, seed, device=device)
+                          for seed, shape in enumerate(shapes))
+    return grad, self, (target.t() if path == "transposed" else target)
 
 
 def bytes_moved(grad, self, target, out) -> int:
@@ -84,7 +90,8 @@ def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
     work = [(d, p, n) for d in dtypes for p in paths for n in sizes]
     size = {d: DTYPES[d].itemsize for d in dtypes}
     total = sum(len(configs.candidate_configs(backend.name, [size[d]] * (3 if p == "flat" else 2),
-                                              [size[d]])) + 3 for d, p, _ in work)
+                                              [size[d]], int(p == "transposed"))) + 3
+                for d, p, _ in work)
     progress = Progress(total, show_progress)
     tables.ignore(backend.device_name)  # "default" means the built-in default while tuning
     entries = []
@@ -108,10 +115,13 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
                       device=device)
     loaded = [t.element_size() for t in ((self, target) if grad.numel() == 1
                                          else (grad, self, target))]
+    rows = layout.of_tensors((grad, self, target, out))
+    transposed = launcher.transposed_operands(() if rows.flat else rows.tile_modes(), False)
     default = launcher.plan_launch(grad, self, target, out, 1, backend).config
     # As launched: a tile wider than the row is cut to the row, so some candidates coincide.
     candidates = [default]
-    for config in configs.candidate_configs(backend.name, loaded, [out.element_size()]):
+    for config in configs.candidate_configs(backend.name, loaded, [out.element_size()],
+                                            transposed):
         effective = launcher.plan_launch(grad, self, target, out, 1, backend, config).config
         if all(_fields(effective) != _fields(c) for c in candidates):
             candidates.append(effective)
@@ -167,7 +177,8 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
 
 def _fields(config: configs.KernelConfig) -> Dict[str, object]:
     return {"block_size": config.block_size, "programs_per_unit": config.programs_per_unit,
-            "num_warps": config.num_warps, "multibuffer": config.multibuffer}
+            "num_warps": config.num_warps, "multibuffer": config.multibuffer,
+            "transpose": config.transpose}
 
 
 def _native_below(entries: Sequence[dict]) -> Dict[str, int]:

@@ -1,5 +1,7 @@
 """Configurations: the UB formula and the defaults' choices."""
 
+from dataclasses import replace
+
 import pytest
 
 from mse_grad_triton import configs
@@ -52,3 +54,24 @@ def test_cuda_candidates_hold_at_most_eight_elements_per_thread():
     candidates = configs.candidate_configs("cuda", [2, 2, 2], [2])
     assert candidates and all(c.block_size <= 8 * 32 * c.num_warps for c in candidates)
     assert {(c.block_size, c.num_warps) for c in candidates} >= {(2048, 8), (1024, 4)}
+
+
+@pytest.mark.parametrize("backend", ["npu", "cuda", "cpu"])
+def test_a_transposed_layout_gets_the_strided_form_as_candidates_too(backend):
+    plain = configs.candidate_configs(backend, [4, 4], [4])
+    both = configs.candidate_configs(backend, [4, 4], [4], transposed=1)
+    assert all(c.transpose for c in plain)
+    assert {replace(c, transpose=True) for c in both if not c.transpose} \
+        == {c for c in both if c.transpose}
+    if backend == "npu":  # the turned copy counts against the UB
+        assert configs.ub_footprint_bytes(1024, [4, 4], [4], False, transposed=1) \
+            == configs.ub_footprint_bytes(1024, [4, 4], [4], False) + 1024 * 4
+
+
+def test_cuda_tiles_that_turn_an_operand_hold_four_elements_per_thread():
+    fitted = configs.fit_for_transposes("cuda", configs.KernelConfig(2048, num_warps=8), 1)
+    assert (fitted.block_size, fitted.num_warps) == (1024, 8)
+    fitted = configs.fit_for_transposes("cuda", configs.KernelConfig(512, num_warps=8), 1)
+    assert (fitted.block_size, fitted.num_warps) == (512, 4)
+    npu = configs.KernelConfig(8192)
+    assert configs.fit_for_transposes("npu", npu, 1) is npu

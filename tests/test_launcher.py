@@ -494,3 +494,21 @@ def test_mean_keeps_intermediates_out_of_the_subnormals():
     grad = torch.tensor(3e30)
     result = mse_loss_backward(grad, self, torch.zeros(4), "mean")
     assert_ulp_close(result, reference(grad, self, torch.zeros(4), "mean"))
+
+
+def test_the_strided_form_of_a_transposed_layout_walks_the_column_stride():
+    from mse_grad_triton import backends, configs, kernels
+    from mse_grad_triton.launcher import plan_launch
+    grad, self, target = make([300, 200], torch.float32, 1), \
+        make([200, 300], torch.float32, 2).t(), make([300, 200], torch.float32, 3)
+    out = torch.empty(300, 200)
+    backend = backends.backend_for(self.device)
+    turned = plan_launch(grad, self, target, out, 1, backend, configs.KernelConfig(1024))
+    walked = plan_launch(grad, self, target, out, 1, backend,
+                         configs.KernelConfig(1024, transpose=False))
+    assert turned.path == walked.path == "transposed"
+    assert turned.constexprs["SELF_MODE"] == kernels.TRANSPOSED.value and turned.tile == (32, 32)
+    assert walked.constexprs["SELF_MODE"] == kernels.TILE.value and walked.tile == (4, 256)
+    for plan in (turned, walked):
+        backend.launch(plan, (grad, self, target, out, out))
+        assert_ulp_close(out, reference(grad, self, target, "mean"))

@@ -193,6 +193,7 @@ HOSTILE_TABLES = {
     "warps_three": _with_config(num_warps=3),
     "warps_huge": _with_config(num_warps=1024),
     "multibuffer_string": _with_config(multibuffer="x"),
+    "transpose_int": _with_config(transpose=0),
     "block_bool": _with_config(block_size=True),
     "numel_negative": {**_table(), "entries": [{"dtype": "float32", "path": "flat",
                                                 "numel": -1, "config": {"block_size": 128}}]},
@@ -243,3 +244,15 @@ def test_an_oversized_table_is_not_read(tmp_path, monkeypatch):
     _use(tmp_path, monkeypatch, " " * (tables.MAX_TABLE_BYTES + 1))
     with pytest.warns(UserWarning, match="larger than"):
         assert tables.table_for("cpu") is None
+
+
+def test_a_transposed_entry_and_a_table_without_the_field_both_load(tmp_path):
+    entries = [{"dtype": "float32", "path": "transposed", "numel": 4096,
+                "config": {"block_size": 1024, "transpose": False}},
+               {"dtype": "float32", "path": "strided", "numel": 4096,
+                "config": {"block_size": 1024}}]  # as tables written before the field
+    path = tmp_path / "cpu.json"
+    path.write_text(json.dumps({**_table(), "entries": entries}))
+    table = tables.parse_table(path, "cpu")
+    assert table.config_for("float32", "transposed", 4096).transpose is False
+    assert table.config_for("float32", "strided", 4096).transpose is True

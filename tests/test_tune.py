@@ -139,3 +139,27 @@ def test_summary_names_best_config_and_speedups(tuned_dir):
     table = json.loads((tuned_dir / "cpu.json").read_text())
     summary = tune.format_summary(table)
     assert "256 x1" in summary and "5.00x" in summary and "float32 4096" in summary
+
+
+def test_the_transposed_path_tries_the_strided_form_and_a_failing_one_never_wins(
+        tmp_path, monkeypatch):
+    clock = FakeClock(monkeypatch)
+    real_launch = launcher.launch
+
+    def turn_fails(grad, self_, target, out, code, backend, config=None, **kwargs):
+        plan = real_launch(grad, self_, target, out, code, backend, config, **kwargs)
+        if plan.constexprs.get("SELF_MODE") == 4 or plan.constexprs.get("TARGET_MODE") == 4:
+            raise RuntimeError("on-chip transpose does not build here")
+        return plan
+    monkeypatch.setattr(launcher, "launch", turn_fails)
+    code = tune.main(["--device", "cpu", "--dtypes", "float32", "--paths", "transposed",
+                      "--sizes", "2^12", "--output", str(tmp_path), "--no-progress"],
+                     timer=clock.device, end_to_end=clock.end_to_end)
+    assert code == 0
+    (entry,) = json.loads((tmp_path / "cpu.json").read_text())["entries"]
+    assert entry["path"] == "transposed" and entry["config"]["transpose"] is False
+    tried = [c["config"]["transpose"] for c in entry["candidates"]]
+    assert True in tried and False in tried
+    assert all("failed" in c for c in entry["candidates"] if c["config"]["transpose"])
+    table = tables.parse_table(tmp_path / "cpu.json", "cpu")
+    assert table.config_for("float32", "transposed", 4096).transpose is False
