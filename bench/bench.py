@@ -38,11 +38,13 @@ import host_path
 import torch
 
 from mse_grad_triton import backends, mse_loss_backward
+from mse_grad_triton.reduction import Reduction, gradient_scale
 from mse_grad_triton.testing import max_ulp_error
 from mse_grad_triton.timing import device_sampler, host_timer, synchronize
 from mse_grad_triton.tune import DTYPES, Progress, bytes_moved, parse_sizes
 
-CASES = {"none": 0, "mean": 1, "broadcast": 1, "transposed": 1}  # case -> reduction code
+CASES = {"none": Reduction.NONE, "mean": Reduction.MEAN, "broadcast": Reduction.MEAN,
+         "transposed": Reduction.MEAN}  # case -> reduction
 ROW = 1024  # columns of the 2-D cases
 # A result further than this from the float64 reference is wrong (the kernel's own budget,
 # 1 ULP fp16/bf16 and 4 ULP fp32, is enforced by the tests and ./run check; the native op
@@ -90,7 +92,7 @@ def providers(device: torch.device, names: List[str]) -> Dict[str, Callable]:
             return g * (x - y) * scale
         compiled = torch.compile(eager, dynamic=False)
         table["compile"] = lambda g, x, y, r: compiled(
-            g, x, y, 2.0 / x.numel() if r == 1 else 2.0)
+            g, x, y, gradient_scale(r, x.numel()))
     return {name: table[name] for name in names if name in table}
 
 

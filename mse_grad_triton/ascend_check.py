@@ -43,6 +43,7 @@ import torch
 
 from . import backends, configs, kernels, launcher, layout, tables, triton_compat
 from .kernels import MAX_OUTER_DIMS
+from .reduction import Reduction
 
 # One A2 (910B) and one A3 (910_93) target by default; --targets all adds every 910B variant.
 DEFAULT_TARGETS = ("Ascend910B3", "Ascend910_93")
@@ -193,15 +194,11 @@ def enumerate_cases(full: bool) -> List[Case]:
 
 def _itemsizes(layout_name: str, dtypes,
                negated: bool = False) -> Tuple[List[int], List[int], int]:
-    """Item sizes of the tensors loaded and stored per tile, and how many of them are moved
-    along the tile's rows (transposed)."""
-    sizes = [DTYPES[d].itemsize for d in dtypes]
+    """``launcher.tile_itemsizes`` of a layout with these dtypes."""
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
-    rows = layout.of_tensors(tensors)
-    modes = () if rows.flat else rows.tile_modes()
-    return ((sizes[1:3] if rows.scalar_grad else sizes[:3]),
-            ([sizes[3], sizes[2]] if negated else [sizes[3]]),
-            launcher.transposed_operands(modes, negated))
+    negated_out = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
+    return launcher.tile_itemsizes(layout.of_tensors(tensors),
+                                   (*tensors, negated_out if negated else None))
 
 
 def _configs_for(layout_name: str, dtypes) -> List[configs.KernelConfig]:
@@ -241,7 +238,8 @@ def _plan(case: Case):
                                   transpose=case.transpose)
     # The target's gradient has the output's shape and strides, in the target's dtype.
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    plan = launcher.plan_launch(*tensors, 1, backend, config, negated if case.negated else None)
+    plan = launcher.plan_launch(*tensors, Reduction.MEAN, backend, config,
+                                negated if case.negated else None)
     return (*tensors, negated), plan
 
 
@@ -424,8 +422,6 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     result.path = plan.path
     # The strided form of a transposed layout walks an operand at its column stride: by design.
     must_be_block = LAYOUTS[case.layout][1] and case.transpose
-    loaded = [i for i in range(3) if not (i == 0 and plan.layout.scalar_grad)]
-    stored = [3, 4] if case.negated else [3]
     itemsizes = [t.element_size() for t in tensors]
     for target in targets:
         try:
@@ -446,15 +442,16 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     accesses = classify(linalg, num_pointers=len(OPERANDS))
     result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
     result.tile_bytes = accesses.tile_bytes
-    modes = () if plan.layout.flat else plan.layout.tile_modes(plan.config.transpose)
-    result.formula_bytes = configs.ub_footprint_bytes(
-        block, [itemsizes[i] for i in loaded], [itemsizes[i] for i in stored], case.multibuffer,
-        launcher.transposed_operands(modes, case.negated))
+    loaded, stored, transposed = launcher.tile_itemsizes(
+        plan.layout, (*tensors[:4], tensors[4] if case.negated else None))
+    transposed *= plan.config.transpose  # the strided form turns nothing
+    result.formula_bytes = configs.ub_footprint_bytes(block, loaded, stored, case.multibuffer,
+                                                      transposed)
     result.moved_per_element = sum(accesses.block_bytes.values()) / block
     result.tile = plan.tile
     result.transfer_bytes = {OPERANDS[i]: b for i, b in accesses.transfer_bytes.items()}
     result.unit_innermost = {OPERANDS[i]: u for i, u in accesses.unit_innermost.items()}
-    result.minimum_per_element = sum(itemsizes[i] for i in loaded + stored)
+    result.minimum_per_element = sum(loaded) + sum(stored)
 
     for i, name in enumerate(OPERANDS):
         expected = ("S" if i == 0 and plan.layout.scalar_grad else
@@ -472,7 +469,7 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
                                    f"{MIN_TRANSFER_BYTES} B")
     if result.formula_bytes > configs.UB_BYTES:
         result.problems.append(f"UB formula {result.formula_bytes} B > {configs.UB_BYTES} B")
-    input_share = block * sum(itemsizes[i] for i in loaded)
+    input_share = block * sum(loaded)
     if accesses.kinds[1] == "B" and result.tile_bytes > input_share:
         result.problems.append(f"tile buffers {result.tile_bytes} B exceed the UB formula's "
                                f"input share {input_share} B")

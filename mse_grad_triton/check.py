@@ -17,7 +17,8 @@ import torch
 
 from . import mse_loss_backward
 from .backends import default_device
-from .testing import MAX_ULP, REDUCTION_CODES, make, max_ulp_error
+from .reduction import parse_reduction
+from .testing import MAX_ULP, make, max_ulp_error
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 Inputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -49,7 +50,7 @@ def run_check(device: torch.device, rows: int, cols: int) -> List[dict]:
                 kernel = max_ulp_error(mse_loss_backward(*inputs, reduction), *inputs,
                                        reduction)
                 native = max_ulp_error(torch.ops.aten.mse_loss_backward(
-                    *inputs, REDUCTION_CODES[reduction]), *inputs, reduction)
+                    *inputs, parse_reduction(reduction)), *inputs, reduction)
                 records.append(dict(dtype=str(dtype).replace("torch.", ""), reduction=reduction,
                                     layout=name, kernel_ulp=kernel, native_ulp=native,
                                     passed=kernel <= MAX_ULP[dtype]))

@@ -5,9 +5,10 @@ CUDA SM, CPU core) and each backend's own knobs. ``select_config`` is the one pl
 launcher asks; tuned tables plug in there.
 """
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 # Ascend A2/A3 unified buffer per vector core (REFERENCE.md section 3).
 UB_BYTES = 192 * 1024
@@ -28,6 +29,15 @@ class KernelConfig:
     # candidates: where the turn fails to build or loses, the tuner records the other.
     transpose: bool = True
     source: str = "default"      # where it came from, for explain()
+
+
+# The fields a tuned table records of a config (all but where it came from).
+TABLE_FIELDS = tuple(f.name for f in dataclasses.fields(KernelConfig) if f.name != "source")
+
+
+def table_fields(config: KernelConfig) -> Dict[str, object]:
+    """``config`` as a tuned table's entry records it."""
+    return {name: getattr(config, name) for name in TABLE_FIELDS}
 
 
 # Starting points, not measurements: the tuner measures and replaces them. On NPU the block

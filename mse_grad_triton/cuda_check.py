@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import ascend_check, backends, configs, kernels, launcher, triton_compat
 from .ascend_check import DTYPES, LAYOUTS, OPERANDS
+from .reduction import Reduction
 
 ARCHS = (80, 90, 100)           # sm_80, sm_90a, sm_100a (Triton adds the "a" from 90 on)
 SM_COUNT = 132                  # grid size only; it does not change the compiled code
@@ -112,7 +113,8 @@ def _plan(case: Case):
     config = (configs.KernelConfig(block_size=case.block_size, num_warps=case.num_warps)
               if case.block_size else None)
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    plan = launcher.plan_launch(*tensors, 1, _BACKEND, config, negated if case.negated else None)
+    plan = launcher.plan_launch(*tensors, Reduction.MEAN, _BACKEND, config,
+                                negated if case.negated else None)
     return (*tensors, negated), plan
 
 
@@ -218,8 +220,7 @@ def check_case(case: Case, archs: Sequence[int]) -> List[Result]:
     """Compile one specialisation for every architecture and inspect it."""
     tensors, plan = _plan(case)
     itemsizes = [t.element_size() for t in tensors]
-    expected = [i for i in range(5) if not (i == 0 and plan.layout.scalar_grad)
-                and not (i == 4 and not case.negated)]
+    expected = sum(launcher.tile_operands(plan.layout, case.negated), ())
     results = []
     for arch in archs:
         result = Result(case, arch, plan.path, plan.config.block_size)

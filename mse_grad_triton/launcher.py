@@ -17,17 +17,17 @@ Inputs are read in place through their strides: no copies, no casts, no host syn
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
 from . import backends, configs, kernels, layout, tables, triton_compat, validation
 from .kernels import MAX_OUTER_DIMS, mse_loss_backward_flat_kernel, mse_loss_backward_strided_kernel
 from .layout import Layout
+from .reduction import Reduction, gradient_scale, parse_reduction, scale_divisor
 
 _INT32_LIMIT = 2**31
 POLICIES = ("auto", "triton", "native")
-_DTYPE_NAMES = {dtype: str(dtype).replace("torch.", "") for dtype in validation.SUPPORTED_DTYPES}
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
     if policy not in POLICIES:
         raise ValueError(f"backend must be one of {', '.join(map(repr, POLICIES))}; "
                          f"got {policy!r}")
-    code = validation.reduction_code(reduction)
+    code = parse_reduction(reduction)
     inputs = {"grad_output": grad_output, "self": self, "target": target}
     validation.check_inputs(inputs, out)
     shape = layout.broadcast_shapes([t.shape for t in inputs.values()], list(inputs))
@@ -292,7 +292,7 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
                                       device_backend.supports_fp64)
     if out is not None:
         validation.check_out(out, shape)
-    if pair and code == 1 and self.numel() != target.numel():
+    if pair and code == Reduction.MEAN and self.numel() != target.numel():
         raise ValueError(f"self ({self.numel()} elements) and target ({target.numel()}) must "
                          "have as many elements for mean: each one's gradient divides by it")
     if grad_output._is_zerotensor():
@@ -340,7 +340,7 @@ def native_preferred(self: torch.Tensor, numel: int) -> bool:
     key = (self.device, self.dtype, numel, tables.generation, backends.generation)
     preferred = _native_preferred.get(key)
     if preferred is None:
-        if self.dtype not in _DTYPE_NAMES:
+        if self.dtype not in validation.DTYPE_NAMES:
             return False
         try:
             device_backend = backends.backend_for(self.device)
@@ -356,7 +356,7 @@ def _decide(policy: str, device_backend, dtype, numel: int) -> Tuple[bool, str]:
     if policy != "auto":
         return policy == "native", f"backend={policy!r}"
     table = tables.table_for(device_backend.device_name)
-    threshold = table.native_below.get(_DTYPE_NAMES[dtype], 0) if table else 0
+    threshold = table.native_below.get(validation.DTYPE_NAMES[dtype], 0) if table else 0
     if numel < threshold:
         return True, (f"{numel} elements < {threshold}, below which the native op is faster "
                       f"end to end ({table.file})")
@@ -377,20 +377,16 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     operands = (grad_output, self, target, out)
     rows = layout.of_tensors(operands)
     flat = rows.flat
+    scale = (gradient_scale(reduction_code, self.numel()),
+             scale_divisor(reduction_code, self.numel()))
     modes = () if flat else rows.tile_modes()
-    transposed = transposed_operands(modes, negated_out is not None)
+    loaded, stored, transposed = tile_itemsizes(rows, (*operands, negated_out))
     if config is None:
         table = tables.table_for(backend.device_name)
-        tuned = table.config_for(_DTYPE_NAMES[self.dtype], rows.path,
+        tuned = table.config_for(validation.DTYPE_NAMES[self.dtype], rows.path,
                                  out.numel()) if table else None
-        loaded = operands[1:3] if rows.scalar_grad else operands[:3]
-        stored = (out,) if negated_out is None else (out, negated_out)
-        config = configs.select_config(backend.name, [t.element_size() for t in loaded],
-                                       [t.element_size() for t in stored], rows.row_length,
+        config = configs.select_config(backend.name, loaded, stored, rows.row_length,
                                        rows.num_rows, backend.num_units, tuned, transposed)
-    numel_self = self.numel()
-    scale = 2.0 / numel_self if reduction_code == 1 else 2.0
-    scale_divisor = numel_self if reduction_code == 1 else 1
     constexprs = dict(
         SCALAR_GRAD=rows.scalar_grad,
         WRITE_NEGATED=negated_out is not None,
@@ -401,7 +397,7 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         kernel = mse_loss_backward_flat_kernel
         tile = (1, config.block_size)
         num_tiles = -(-rows.row_length // config.block_size)
-        scalar_args = (scale, scale_divisor, rows.row_length)
+        scalar_args = (*scale, rows.row_length)
         constexprs.update(BLOCK_SIZE=config.block_size)
     else:
         kernel = mse_loss_backward_strided_kernel
@@ -413,13 +409,32 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         config = configs.fit_for_transposes(backend.name, config, transposed)
         tile = tile_shape(rows, config.block_size, kernels.TRANSPOSED.value in modes)
         scalar_args, strided_constexprs, num_tiles = _strided_arguments(rows, modes, tile)
-        scalar_args = (scale, scale_divisor, *scalar_args)
+        scalar_args = (*scale, *scalar_args)
         constexprs.update(strided_constexprs)
     config = replace(config, block_size=tile[0] * tile[1])
     num_programs = max(1, min(num_tiles, backend.num_units * config.programs_per_unit))
     launch_tail = triton_compat.launch_values(kernel, (None,) * 5 + scalar_args, constexprs)[5:]
     return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail,
                       tile)
+
+
+def tile_itemsizes(rows: Layout, operands) -> Tuple[List[int], List[int], int]:
+    """What a tile moves, for the UB formula and the candidates: the item sizes of the tensors
+    it loads (all three inputs, but a one-element grad_output is loaded once per program) and
+    of those it stores (``out``, and the target's gradient unless ``operands[4]`` is None),
+    and how many of them it turns on chip."""
+    loaded, stored = tile_operands(rows, operands[4] is not None)
+    modes = () if rows.flat else rows.tile_modes()
+    return ([operands[i].element_size() for i in loaded],
+            [operands[i].element_size() for i in stored],
+            transposed_operands(modes, operands[4] is not None))
+
+
+def tile_operands(rows: Layout, negated: bool) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Indices (grad_output, self, target, out, negated_out: 0..4) of the operands every tile
+    loads — a one-element grad_output is loaded once per program instead — and stores."""
+    loaded = (1, 2) if rows.scalar_grad else (0, 1, 2)
+    return loaded, ((3, 4) if negated else (3,))
 
 
 def transposed_operands(modes: Tuple[int, ...], negated: bool) -> int:

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .configs import MAX_BLOCK_SIZE, KernelConfig
+from .configs import MAX_BLOCK_SIZE, TABLE_FIELDS, KernelConfig
+from .validation import DTYPES_BY_NAME
 
 FORMAT = 1
 TUNE_DIR_ENV = "MSE_GRAD_TRITON_TUNE_DIR"
 PATHS = ("flat", "flat_scalar_grad", "strided", "transposed")
-DTYPE_NAMES = ("float32", "float16", "bfloat16")
-_CONFIG_FIELDS = {"block_size", "programs_per_unit", "num_warps", "multibuffer", "transpose"}
+# The dtypes a table covers: every supported one but float64 (no NPU computes it).
+DTYPE_NAMES = tuple(name for name in DTYPES_BY_NAME if name != "float64")
+_CONFIG_FIELDS = set(TABLE_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ the benchmark, which all refuse a result that is not within these bounds.
 
 import torch
 
+from .reduction import gradient_scale, parse_reduction
+
 # Explicit mantissa bits and smallest normal exponent per dtype (torch.finfo would do too;
 # spelled out so the ULP definition is visible).
 _MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7, torch.float32: 23, torch.float64: 52}
@@ -13,12 +15,11 @@ _MIN_EXPONENT = {torch.float16: -14, torch.bfloat16: -126, torch.float32: -126,
                  torch.float64: -1022}
 # The issue's tolerances: fp16/bf16 <= 1 ULP, fp32 <= 4 ULP (fp64 held to the same 4).
 MAX_ULP = {torch.float16: 1, torch.bfloat16: 1, torch.float32: 4, torch.float64: 4}
-REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2, 0: 0, 1: 1, 2: 2}
 
 
 def reference(grad_output, self, target, reduction):
     """The exact formula in float64, from the same input values."""
-    scale = 2.0 / self.numel() if REDUCTION_CODES[reduction] == 1 else 2.0
+    scale = gradient_scale(parse_reduction(reduction), self.numel())
     return grad_output.double() * ((self.double() - target.double()) * scale)
 
 
@@ -48,7 +49,7 @@ def max_ulp_error(result: torch.Tensor, grad_output: torch.Tensor, self: torch.T
     """Worst ULP distance of ``result`` (any device) from the float64 reference of the same
     inputs, computed on the CPU a block of leading-dimension slices at a time, so that large
     device tensors need no full-size float64 copies."""
-    scale = 2.0 / self.numel() if REDUCTION_CODES[reduction] == 1 else 2.0
+    scale = gradient_scale(parse_reduction(reduction), self.numel())
     if result.dim() == 0:
         result = result.reshape(1)
     views = [t.expand(result.shape) for t in (grad_output, self, target)]

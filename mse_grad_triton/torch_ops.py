@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from . import launcher, validation
+from .reduction import gradient_scale, parse_reduction
 
 _SCHEMA_ARGS = "(Tensor grad_output, Tensor self, Tensor target, int reduction)"
 
@@ -85,7 +86,7 @@ def _backward_of_backward(ctx, upstream: Optional[Tensor]):
     grad_output, self, target = ctx.saved_tensors
     if upstream is None:
         return None, None, None, None
-    scale = 2.0 / self.numel() if ctx.reduction == 1 else 2.0
+    scale = gradient_scale(ctx.reduction, self.numel())
     needs = ctx.needs_input_grad
     d_grad = d_self = d_target = None
     if needs[0]:
@@ -257,7 +258,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: Union[int, str] = "mean")
     anyway, straight to ATen's loss; traced ones (``torch.compile``, export) through the
     custom ops.
     """
-    code = validation.reduction_code(reduction)
+    code = parse_reduction(reduction)
     compiling = torch.compiler.is_compiling()
     if input.shape != target.shape:
         if not compiling:  # under tracing a direct warnings.warn breaks the graph

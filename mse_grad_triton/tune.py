@@ -26,11 +26,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from . import backends, configs, launcher, layout, tables
+from . import backends, configs, launcher, layout, tables, validation
+from .reduction import Reduction
 from .testing import MAX_ULP, make, max_ulp_error
 from .timing import Timer, device_timer, host_timer, wall_time
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: validation.DTYPES_BY_NAME[name] for name in tables.DTYPE_NAMES}
 # The strided case: self [N / 1024, 1024] against target [N / 1024, 1]; the transposed case:
 # against target [1024, N / 1024].t() (moved along its rows and turned on chip).
 ROW_LENGTH = 1024
@@ -113,31 +114,29 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
     grad, self, target = make_inputs(path, dtype, numel, device)
     out = torch.empty(torch.broadcast_shapes(grad.shape, self.shape, target.shape), dtype=dtype,
                       device=device)
-    loaded = [t.element_size() for t in ((self, target) if grad.numel() == 1
-                                         else (grad, self, target))]
-    rows = layout.of_tensors((grad, self, target, out))
-    transposed = launcher.transposed_operands(() if rows.flat else rows.tile_modes(), False)
-    default = launcher.plan_launch(grad, self, target, out, 1, backend).config
+    loaded, stored, transposed = launcher.tile_itemsizes(
+        layout.of_tensors((grad, self, target, out)), (grad, self, target, out, None))
+    default = launcher.plan_launch(grad, self, target, out, Reduction.MEAN, backend).config
     # As launched: a tile wider than the row is cut to the row, so some candidates coincide.
     candidates = [default]
-    for config in configs.candidate_configs(backend.name, loaded, [out.element_size()],
-                                            transposed):
-        effective = launcher.plan_launch(grad, self, target, out, 1, backend, config).config
-        if all(_fields(effective) != _fields(c) for c in candidates):
+    for config in configs.candidate_configs(backend.name, loaded, stored, transposed):
+        effective = launcher.plan_launch(grad, self, target, out, Reduction.MEAN, backend,
+                                         config).config
+        if all(configs.table_fields(effective) != configs.table_fields(c) for c in candidates):
             candidates.append(effective)
     label = f"{dtype_name} {path} {numel}"
 
     def run(config):
-        return lambda: launcher.launch(grad, self, target, out, 1, backend, config)
+        return lambda: launcher.launch(grad, self, target, out, Reduction.MEAN, backend, config)
 
     measured: List[dict] = []
     for config in candidates:
         progress.step(f"{label} block={config.block_size}")
-        record = {"config": _fields(config), "default": config is default}
+        record = {"config": configs.table_fields(config), "default": config is default}
         try:
             out.fill_(float("nan"))
             run(config)()
-            worst = max_ulp_error(out, grad, self, target, 1)
+            worst = max_ulp_error(out, grad, self, target, Reduction.MEAN)
             if worst > MAX_ULP[dtype]:
                 record["failed"] = f"wrong result: {worst:.3g} ULP"
             else:
@@ -153,7 +152,7 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
     best_config = next(c for c, r in zip(candidates, measured) if r is best)
 
     def native():
-        return torch.ops.aten.mse_loss_backward(grad, self, target, 1)
+        return torch.ops.aten.mse_loss_backward(grad, self, target, Reduction.MEAN)
 
     progress.step(f"{label} native")
     native_seconds = timer(native)
@@ -173,12 +172,6 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
         "native_end_to_end_seconds": native_e2e,
         "candidates": [r for r in measured if not r["default"]],
     }
-
-
-def _fields(config: configs.KernelConfig) -> Dict[str, object]:
-    return {"block_size": config.block_size, "programs_per_unit": config.programs_per_unit,
-            "num_warps": config.num_warps, "multibuffer": config.multibuffer,
-            "transpose": config.transpose}
 
 
 def _native_below(entries: Sequence[dict]) -> Dict[str, int]:

@@ -5,26 +5,14 @@ Only tensor metadata is read (types, dtypes, devices, shapes, strides, storage a
 no check issues an ATen operator or synchronises a device.
 """
 
-from typing import Dict, Optional, Union
+from typing import Dict, Optional
 
 import torch
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}  # torch.nn._reduction.get_enum's codes
-
-
-def reduction_code(reduction: Union[int, str]) -> int:
-    """0 (none), 1 (mean) or 2 (sum) from torch's enum or its name; ``ValueError`` otherwise.
-
-    ATen treats any other integer as ``sum``; aclnn refuses it, and so do we.
-    """
-    if isinstance(reduction, str) and reduction in REDUCTIONS:
-        return REDUCTIONS[reduction]
-    if type(reduction) is int and reduction in REDUCTIONS.values():
-        return reduction
-    raise ValueError(
-        f"reduction must be 0, 1, 2 or one of 'none', 'mean', 'sum'; got {reduction!r}"
-    )
+# Every supported dtype's name (as tuned tables, the tuner and the tools write it).
+DTYPE_NAMES = {dtype: str(dtype).replace("torch.", "") for dtype in SUPPORTED_DTYPES}
+DTYPES_BY_NAME = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
 
 def check_inputs(inputs: Dict[str, torch.Tensor], out: Optional[torch.Tensor]) -> None:

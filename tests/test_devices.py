@@ -7,12 +7,12 @@ On an Atlas host: ``MSE_GRAD_TRITON_PYTHON=$(which python) ./run test -m npu``.
 
 import pytest
 import torch
-from test_launcher import DTYPES, LAYOUTS, REDUCTIONS
+from cases import DTYPES, LAYOUTS, REDUCTIONS
 
 from mse_grad_triton import mse_loss_backward
+from mse_grad_triton.reduction import parse_reduction
 from mse_grad_triton.testing import (
     MAX_ULP,
-    REDUCTION_CODES,
     assert_ulp_close,
     make,
     reference,
@@ -37,7 +37,7 @@ def test_matches_reference_and_native_op(device, dtype, reduction, layout):
     assert result.device == self.device and result.dtype == dtype
     expected = reference(*_cpu(grad, self, target), reduction)
     assert_ulp_close(result.cpu(), expected)
-    native = torch.ops.aten.mse_loss_backward(grad, self, target, REDUCTION_CODES[reduction])
+    native = torch.ops.aten.mse_loss_backward(grad, self, target, parse_reduction(reduction))
     # The native op rounds in the input dtype (and more than once): ours is within budget and
     # at least as close to the exact value at its worst.
     native_worst = ulp_distance(native.cpu(), expected).max().item()

@@ -3,69 +3,11 @@ a float64 reference in ULPs of the result's dtype."""
 
 import pytest
 import torch
+from cases import DTYPES, LAYOUTS, REDUCTIONS
 
 from mse_grad_triton import backends, configs, launcher, mse_loss_backward, mse_loss_backward_pair
-from mse_grad_triton.testing import REDUCTION_CODES, assert_ulp_close, make, reference
-
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-REDUCTIONS = ["none", "mean", "sum"]
-
-
-def _maker(dtype, device):
-    return lambda shape, seed: make(shape, dtype, seed, device=device)
-
-
-# Input layouts: (dtype, device) -> (grad_output, self, target), built on the device itself so
-# that views keep their strides. Shared with tests/test_devices.py.
-def _contiguous(dtype, device="cpu"):
-    m = _maker(dtype, device)
-    return m([37, 130], 1), m([37, 130], 2), m([37, 130], 3)
-
-
-def _scalar_grad(dtype, device="cpu"):
-    m = _maker(dtype, device)
-    return m([], 1), m([37, 130], 2), m([37, 130], 3)
-
-
-def _broadcast_target(dtype, device="cpu"):  # target [N, 1] against self [N, D]
-    m = _maker(dtype, device)
-    return m([37, 130], 1), m([37, 130], 2), m([37, 1], 3)
-
-
-def _broadcast_self(dtype, device="cpu"):  # self smaller than the result: mean / self.numel()
-    m = _maker(dtype, device)
-    return m([], 1), m([1, 130], 2), m([37, 130], 3)
-
-
-def _transposed_self(dtype, device="cpu"):
-    m = _maker(dtype, device)
-    return m([37, 130], 1), m([130, 37], 2).t(), m([37, 130], 3)
-
-
-def _sliced(dtype, device="cpu"):
-    m = _maker(dtype, device)
-    return m([37, 130], 1), m([37, 200], 2)[:, 7:137], m([74, 130], 3)[::2]
-
-
-def _channels_last(dtype, device="cpu"):
-    m = _maker(dtype, device)
-    self = m([2, 9, 6, 7], 2).to(memory_format=torch.channels_last)
-    return m([2, 9, 6, 7], 1), self, m([2, 9, 6, 7], 3)
-
-
-def _expanded_grad(dtype, device="cpu"):  # stride-0 grad_output, as autograd's expand makes
-    m = _maker(dtype, device)
-    return m([130], 1).expand(37, 130), m([37, 130], 2), m([130], 3)
-
-
-def _rank3_broadcast(dtype, device="cpu"):
-    m = _maker(dtype, device)
-    return m([5, 1, 1], 1), m([5, 1, 130], 2), m([1, 9, 130], 3)
-
-
-LAYOUTS = {f.__name__[1:]: f for f in (
-    _contiguous, _scalar_grad, _broadcast_target, _broadcast_self, _transposed_self, _sliced,
-    _channels_last, _expanded_grad, _rank3_broadcast)}
+from mse_grad_triton.reduction import parse_reduction
+from mse_grad_triton.testing import assert_ulp_close, make, reference
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -81,14 +23,14 @@ def test_matches_float64_reference(dtype, reduction, layout):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_int_and_str_reductions_agree(reduction):
-    grad, self, target = _broadcast_target(torch.float32)
+    grad, self, target = LAYOUTS["broadcast_target"](torch.float32)
     by_name = mse_loss_backward(grad, self, target, reduction)
-    by_code = mse_loss_backward(grad, self, target, REDUCTION_CODES[reduction])
+    by_code = mse_loss_backward(grad, self, target, parse_reduction(reduction))
     assert torch.equal(by_name, by_code)
 
 
 def test_reductions_differ_only_in_scale():
-    grad, self, target = _contiguous(torch.float32)
+    grad, self, target = LAYOUTS["contiguous"](torch.float32)
     none = mse_loss_backward(grad, self, target, "none")
     assert torch.equal(none, mse_loss_backward(grad, self, target, "sum"))
     assert_ulp_close(mse_loss_backward(grad, self, target, "mean"),
@@ -96,7 +38,7 @@ def test_reductions_differ_only_in_scale():
 
 
 def test_mean_uses_numel_of_self_not_of_result():
-    grad, self, target = _broadcast_self(torch.float32)
+    grad, self, target = LAYOUTS["broadcast_self"](torch.float32)
     result = mse_loss_backward(grad, self, target, "mean")
     assert self.numel() == 130 and result.numel() == 37 * 130
     expected = grad.double() * (self.double() - target.double()) * (2 / 130)
@@ -117,7 +59,7 @@ def test_mixed_input_dtypes_each_read_in_own_dtype(grad_dtype, self_dtype, targe
 @pytest.mark.parametrize("out_dtype", DTYPES + [torch.float64], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_out_dtype_rounded_once_from_fp32(dtype, out_dtype):
-    grad, self, target = _scalar_grad(dtype)
+    grad, self, target = LAYOUTS["scalar_grad"](dtype)
     out = torch.empty(self.shape, dtype=out_dtype)
     result = mse_loss_backward(grad, self, target, "mean", out=out)
     assert result is out
@@ -203,7 +145,7 @@ def test_flat_full_tiles_and_masked_tail(numel, scalar_grad, monkeypatch):
 # --- out ---------------------------------------------------------------------------------
 
 def test_out_non_contiguous_written_through_its_strides():
-    grad, self, target = _broadcast_target(torch.float32)
+    grad, self, target = LAYOUTS["broadcast_target"](torch.float32)
     storage = torch.full((130, 80), -1.0)
     out = storage[:, 3:40].t()  # shape [37, 130], strides (1, 80)
     result = mse_loss_backward(grad, self, target, "sum", out=out)
@@ -216,7 +158,7 @@ def test_out_non_contiguous_written_through_its_strides():
 
 @pytest.mark.parametrize("alias", ["self", "target", "grad_output"])
 def test_out_may_be_an_input(alias):
-    grad, self, target = _contiguous(torch.float32)
+    grad, self, target = LAYOUTS["contiguous"](torch.float32)
     expected = reference(grad, self, target, "none")
     inputs = {"grad_output": grad, "self": self, "target": target}
     result = mse_loss_backward(grad, self, target, "none", out=inputs[alias])
@@ -359,7 +301,7 @@ def test_pair_mean_needs_equal_element_counts():
 
 def test_plans_are_reused_per_geometry(monkeypatch):
     monkeypatch.setattr(launcher, "_calls", {})
-    grad, self, target = _broadcast_target(torch.float32)
+    grad, self, target = LAYOUTS["broadcast_target"](torch.float32)
     mse_loss_backward(grad, self, target)
     mse_loss_backward(grad.clone(), self.clone(), target.clone())  # same geometry
     assert len(launcher._calls) == 1
@@ -374,7 +316,7 @@ def test_checks_run_once_per_geometry(monkeypatch):
     real_check = launcher.validation.check_inputs
     monkeypatch.setattr(launcher.validation, "check_inputs",
                         lambda *args: checked.append(1) or real_check(*args))
-    grad, self, target = _broadcast_target(torch.float32)
+    grad, self, target = LAYOUTS["broadcast_target"](torch.float32)
     for _ in range(3):
         mse_loss_backward(grad, self, target)
     assert checked == [1]
