@@ -36,12 +36,13 @@ from typing import Callable, Dict, List, Optional
 
 import host_path
 import torch
+from tqdm import tqdm
 
 from mse_grad_triton import backends, mse_loss_backward
 from mse_grad_triton.reduction import Reduction, gradient_scale
 from mse_grad_triton.testing import max_ulp_error
 from mse_grad_triton.timing import device_sampler, host_timer, synchronize
-from mse_grad_triton.tune import DTYPES, Progress, bytes_moved, parse_sizes
+from mse_grad_triton.tune import DTYPES, bytes_moved, parse_sizes, step
 
 CASES = {"none": Reduction.NONE, "mean": Reduction.MEAN, "broadcast": Reduction.MEAN,
          "transposed": Reduction.MEAN}  # case -> reduction
@@ -139,7 +140,8 @@ def run(device, dtypes, cases, sizes, provider_names, quick, show_progress) -> d
                             repeat=1 if quick else 3)
     copy_gbps = measure_copy_bandwidth(device, (64 if device.type == "cpu" else 256) << 20)
     peak = nominal_peak(backend.device_name)
-    progress = Progress(len(dtypes) * len(cases) * len(sizes) * len(fns), show_progress)
+    progress = tqdm(total=len(dtypes) * len(cases) * len(sizes) * len(fns),
+                    disable=not show_progress, unit="run", dynamic_ncols=True)
     rows: List[Row] = []
     for dtype_name in dtypes:
         dtype = DTYPES[dtype_name]
@@ -149,7 +151,7 @@ def run(device, dtypes, cases, sizes, provider_names, quick, show_progress) -> d
                 grad, self, target = make_case(case, dtype, numel, device)
                 group = []
                 for name, fn in fns.items():
-                    progress.step(f"{dtype_name} {case} {numel} {name}")
+                    step(progress, f"{dtype_name} {case} {numel} {name}")
                     group.append(_measure(name, fn, grad, self, target, reduction, case,
                                           dtype_name, numel, sampler, end_to_end, copy_gbps,
                                           peak))

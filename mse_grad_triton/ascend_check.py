@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from tqdm import tqdm
 
 from . import backends, configs, kernels, launcher, layout, tables, triton_compat
 from .kernels import MAX_OUTER_DIMS
@@ -563,13 +564,8 @@ def main(argv=None) -> int:
     cases = enumerate_cases(args.full)
     started = time.time()
 
-    def progress(done, total):
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total} specialisations", end="", file=sys.stderr, flush=True)
-
-    results = run(cases, targets, args.jobs, progress)
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    with tqdm(total=len(cases), disable=not sys.stderr.isatty(), unit="spec") as bar:
+        results = run(cases, targets, args.jobs, lambda done, total: bar.update())
     shown = [r for r in results if r.problems] if args.quiet else results
     print(f"Ascend lowering check: {len(cases)} specialisations x targets {', '.join(targets)} "
           "(TTIR -> Linalg/HIVM with triton-adapter-opt; bishengir-compile, which needs CANN, "

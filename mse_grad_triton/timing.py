@@ -1,7 +1,9 @@
 """Timers shared by the tuner and the benchmark.
 
-- device time: the device's own clock (NPU or CUDA events) around one call, the cache flushed
-  before each run, warm-up runs discarded, median kept;
+- device time: the ecosystem's kernel timers — ``triton.testing.do_bench`` on CUDA (events
+  around each call, L2 flushed before each, warm-up discarded) and triton-ascend's
+  ``triton.testing.do_bench_npu`` on NPU (the profiler's kernel time, without the launch noise
+  that per-call events carry for a ~10 us kernel; it reports one average) — median kept;
 - host (end-to-end) time: a synchronised wall clock over many back-to-back calls, which is what
   a training step pays for a small tensor (host launch overhead dominates on Ascend);
 - on the CPU both are wall clocks, and interpreter timings say nothing about kernel speed.
@@ -15,8 +17,6 @@ import torch
 
 Timer = Callable[[Callable[[], object]], float]  # fn -> median seconds per call
 
-_FLUSH_BYTES = 256 << 20  # larger than the L2 of an Ascend 910B (192 MB) or an H100 (50 MB)
-
 
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (no-op on the CPU)."""
@@ -26,29 +26,18 @@ def synchronize(device: torch.device) -> None:
 
 def device_sampler(device: torch.device, warmup: int = 5,
                    repeat: int = 25) -> Callable[[Callable[[], object]], List[float]]:
-    """Per-call device seconds of ``repeat`` runs after ``warmup``: NPU/CUDA events around each
-    call after a cache flush; synchronised wall clock on the CPU."""
-    if device.type not in ("cuda", "npu"):
-        return lambda fn: wall_samples(fn, device, warmup=min(warmup, 1), repeat=repeat)
-    module = getattr(torch, device.type)
-    flush = torch.empty(_FLUSH_BYTES, dtype=torch.uint8, device=device)
+    """Per-call device seconds: on CUDA every run of ``triton.testing.do_bench`` (its own
+    warm-up and repetition times); on NPU ``do_bench_npu``'s average over ``repeat`` profiled
+    runs after ``warmup`` (one sample); synchronised wall clock on the CPU."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
 
-    def sample(fn):
-        for _ in range(warmup):
-            fn()
-        samples = []
-        for _ in range(repeat):
-            flush.zero_()
-            start = module.Event(enable_timing=True)
-            end = module.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3)
-        return samples
+        return lambda fn: [ms / 1e3 for ms in do_bench(fn, return_mode="all")]
+    if device.type == "npu":
+        from triton.testing import do_bench_npu  # triton-ascend's; microseconds
 
-    return sample
+        return lambda fn: [do_bench_npu(fn, warmup=warmup, active=repeat) / 1e6]
+    return lambda fn: wall_samples(fn, device, warmup=min(warmup, 1), repeat=repeat)
 
 
 def device_timer(device: torch.device, warmup: int = 5, repeat: int = 25) -> Timer:

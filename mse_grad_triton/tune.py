@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+from tqdm import tqdm
 
 from . import backends, configs, launcher, layout, tables, validation
 from .reduction import Reduction
@@ -63,22 +64,10 @@ def bytes_moved(grad, self, target, out) -> int:
     return sum(t.numel() * t.element_size() for t in (grad, self, target, out))
 
 
-class Progress:
-    """A one-line progress bar on stderr."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled = total, 0, enabled
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        if self.enabled:
-            filled = 30 * self.done // max(self.total, 1)
-            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {label:<60}",
-                  end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr)
+def step(progress: tqdm, label: str) -> None:
+    """Advance a progress bar by one, showing what was just done."""
+    progress.set_postfix_str(label, refresh=False)
+    progress.update()
 
 
 def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
@@ -93,7 +82,7 @@ def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
     total = sum(len(configs.candidate_configs(backend.name, [size[d]] * (3 if p == "flat" else 2),
                                               [size[d]], int(p == "transposed"))) + 3
                 for d, p, _ in work)
-    progress = Progress(total, show_progress)
+    progress = tqdm(total=total, disable=not show_progress, unit="run", dynamic_ncols=True)
     tables.ignore(backend.device_name)  # "default" means the built-in default while tuning
     entries = []
     for dtype_name, path, numel in work:
@@ -131,7 +120,7 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
 
     measured: List[dict] = []
     for config in candidates:
-        progress.step(f"{label} block={config.block_size}")
+        step(progress, f"{label} block={config.block_size}")
         record = {"config": configs.table_fields(config), "default": config is default}
         try:
             out.fill_(float("nan"))
@@ -154,9 +143,9 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
     def native():
         return torch.ops.aten.mse_loss_backward(grad, self, target, Reduction.MEAN)
 
-    progress.step(f"{label} native")
+    step(progress, f"{label} native")
     native_seconds = timer(native)
-    progress.step(f"{label} end to end")
+    step(progress, f"{label} end to end")
     kernel_e2e = end_to_end(run(best_config))
     native_e2e = end_to_end(native)
     default_seconds = next((r.get("seconds") for r in measured if r["default"]), None)
