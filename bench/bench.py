@@ -302,7 +302,7 @@ def main(argv=None) -> int:
 
     import triton
     meta = {
-        "device": backend.device_name, "backend": backend.name,
+        "device": backend.device_name, "backend": backend.kind,
         "parallel_units": backend.num_units, "interpreter": interpreter,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "triton": triton.__version__,

@@ -234,7 +234,7 @@ def _default_block(layout_name: str, dtypes, negated: bool = False) -> int:
 
 def _plan(case: Case):
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
-    backend = backends.Backend("npu", "Ascend910B3", VECTOR_CORES, False)
+    backend = backends.DeviceBackend("npu", "Ascend910B3", VECTOR_CORES, False)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer,
                                   transpose=case.transpose)
     # The target's gradient has the output's shape and strides, in the target's dtype.

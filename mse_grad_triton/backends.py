@@ -5,7 +5,7 @@
 - ``cpu``: Triton's interpreter, so the same kernel source runs and is tested without an
   accelerator (and without setting ``TRITON_INTERPRET``).
 
-A ``Backend`` is built once per device and cached; building it is the only place that asks a
+A ``DeviceBackend`` is built once per device and cached; building it is the only place that asks a
 driver for device properties. Compiled backends launch a kernel compiled for a plan directly,
 without Triton's per-call JIT work (``CompiledBackend``).
 """
@@ -15,17 +15,14 @@ import inspect
 import os
 import re
 import threading
-import types
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, Iterator, Optional, Tuple
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-from . import triton_compat
+from . import interpreter, triton_compat
 from .configs import KernelConfig
 
 # triton-ascend's ``tl.load(..., care_padding=False)`` skips filling masked lanes (they are never
@@ -35,19 +32,19 @@ TRITON_HAS_CARE_PADDING = "care_padding" in inspect.signature(tl.load).parameter
 
 
 @dataclass(frozen=True)
-class Backend:
+class DeviceBackend:
     """A device's properties for planning a launch; subclasses launch."""
 
-    name: str                 # "npu", "cuda" or "cpu"
+    kind: str                 # "npu", "cuda" or "cpu"
     device_name: str          # normalised, names tuned tables: Ascend910B3, NVIDIA_H100_80GB_HBM3
     num_units: int            # NPU vector cores, CUDA SMs, CPU cores
     supports_fp64: bool
 
     def launch_options(self, config: KernelConfig) -> dict:
         """The backend's own launch keywords for ``config``."""
-        if self.name == "npu":
+        if self.kind == "npu":
             return {"multibuffer": config.multibuffer}
-        if self.name == "cuda":
+        if self.kind == "cuda":
             # No multiply-add to fuse in this kernel; pinned (Triton 3.10's default) so that
             # the compiled code does not change with Triton's default.
             return {"num_warps": config.num_warps, "enable_fp_fusion": False}
@@ -55,11 +52,11 @@ class Backend:
 
     def launch(self, plan, operands: Tuple[torch.Tensor, ...]) -> None:
         """Launch ``plan.kernel`` on ``operands`` (its five pointer arguments)."""
-        raise NotImplementedError(f"{self.name} backend of {self.device_name} cannot launch")
+        raise NotImplementedError(f"{self.kind} backend of {self.device_name} cannot launch")
 
 
 @dataclass(frozen=True)
-class CompiledBackend(Backend):
+class CompiledBackend(DeviceBackend):
     """An NPU or a CUDA GPU: Triton compiles the kernel; later launches skip its JIT.
 
     The first launch of a plan with a given pointer alignment goes through ``kernel[grid]``
@@ -106,20 +103,21 @@ class CompiledBackend(Backend):
 
 
 @dataclass(frozen=True)
-class InterpretedBackend(Backend):
+class InterpretedBackend(DeviceBackend):
     """The CPU: Triton's interpreter runs the kernel's source (tests, no accelerator)."""
 
-    kernels: Dict[object, "_InterpretedKernel"] = field(default_factory=dict, compare=False,
-                                                         hash=False)
+    kernels: Dict[object, interpreter.InterpretedKernel] = field(
+        default_factory=dict, compare=False, hash=False)
 
     def launch(self, plan, operands):
         kernel = self.kernels.get(plan.kernel)
         if kernel is None:
-            kernel = self.kernels.setdefault(plan.kernel, _InterpretedKernel(plan.kernel))
+            kernel = self.kernels.setdefault(plan.kernel,
+                                             interpreter.InterpretedKernel(plan.kernel))
         kernel[(plan.num_programs,)](*operands, *plan.scalar_args, **plan.constexprs)
 
 
-_backends: Dict[torch.device, Backend] = {}
+_backends: Dict[torch.device, DeviceBackend] = {}
 _backends_lock = threading.Lock()
 # Bumped whenever the backend in force for a device changes, so that validated calls cached
 # by the launcher (which hold their backend) are dropped.
@@ -127,7 +125,7 @@ generation = 0
 
 
 @contextlib.contextmanager
-def overridden(device: torch.device, backend: Backend) -> Iterator[Backend]:
+def overridden(device: torch.device, backend: DeviceBackend) -> Iterator[DeviceBackend]:
     """Launch through ``backend`` for tensors on ``device`` inside the block (a stand-in that
     records or skips launches, for tests and host-overhead measurements)."""
     global generation
@@ -147,7 +145,7 @@ def overridden(device: torch.device, backend: Backend) -> Iterator[Backend]:
             generation += 1
 
 
-def backend_for(device: torch.device) -> Backend:
+def backend_for(device: torch.device) -> DeviceBackend:
     """The (cached) backend for ``device``; ``ValueError`` for a device type Triton can't run."""
     backend = _backends.get(device)
     if backend is None:
@@ -162,7 +160,7 @@ def normalise_device_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "unknown"
 
 
-def _make_backend(device: torch.device) -> Backend:
+def _make_backend(device: torch.device) -> DeviceBackend:
     if device.type == "npu":
         import torch_npu  # noqa: F401  (registers torch.npu; present whenever NPU tensors are)
 
@@ -185,89 +183,6 @@ def _make_backend(device: torch.device) -> Backend:
         return InterpretedBackend("cpu", "cpu", os.cpu_count() or 1, True)
     raise ValueError(f"tensors on {device.type} devices are not supported "
                      "(supported: npu, cuda, cpu)")
-
-
-class _InterpretedKernel:
-    """``kernel[grid](...)`` run by Triton's interpreter, safely.
-
-    ``InterpretedFunction`` interprets one function, so the kernel is re-bound to a copy of its
-    module's globals in which every ``@triton.jit`` helper is interpreted too. The interpreter
-    keeps its grid position in globals and patches ``triton.language`` in place for good; a
-    lock serialises launches, and the patched namespaces are restored after each one so that
-    Triton's compiler still works in the same process (for CUDA or NPU tensors, or the Ascend
-    lowering check). During a launch, bfloat16 conversions round as the hardware does
-    (``_cast_bfloat16_like_hardware``).
-    """
-
-    _lock = threading.Lock()
-    # Namespaces the interpreter patches (triton/runtime/interpreter.py, _patch_lang).
-    _patched = (tl, tl.core, tl.math, tl.tensor, tl.dtype)
-
-    def __init__(self, kernel: triton.runtime.JITFunction):
-        from triton.runtime.interpreter import InterpretedFunction, interpreter_builder
-
-        self._builder = interpreter_builder
-
-        module_globals = kernel.fn.__globals__
-        twin_globals = dict(module_globals)
-        for name, value in module_globals.items():
-            if isinstance(value, triton.runtime.JITFunction):
-                fn = value.fn
-                twin = types.FunctionType(fn.__code__, twin_globals, fn.__name__,
-                                          fn.__defaults__, fn.__closure__)
-                twin_globals[name] = InterpretedFunction(twin)
-        self._interpreted = twin_globals[kernel.fn.__name__]
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            with self._lock:
-                saved = [dict(vars(namespace)) for namespace in self._patched]
-                self._builder.cast_impl = _cast_bfloat16_like_hardware
-                try:
-                    with warnings.catch_warnings():
-                        # numpy inside the interpreter: its own deprecations, and IEEE
-                        # "invalid value" notes when a result is legitimately NaN.
-                        warnings.simplefilter("ignore", DeprecationWarning)
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        self._interpreted[grid](*args, **kwargs)
-                finally:
-                    del self._builder.cast_impl
-                    for namespace, before in zip(self._patched, saved):
-                        _restore(namespace, before)
-        return launch
-
-
-_TORCH_FLOAT_TYPES = {tl.float16: torch.float16, tl.bfloat16: torch.bfloat16,
-                      tl.float32: torch.float32, tl.float64: torch.float64}
-
-
-def _cast_bfloat16_like_hardware(src, dst_type):
-    """The interpreter's casts, with float <-> bfloat16 rounded to nearest even (by torch).
-
-    Triton's interpreter keeps bfloat16 as uint16 bits; it narrows float32 by truncation and
-    float64 through an integer cast. Compiled kernels round to nearest even.
-    """
-    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle, interpreter_builder
-
-    src_type, dst_scalar = src.dtype.scalar, dst_type.scalar
-    if (tl.bfloat16 not in (src_type, dst_scalar) or src_type == dst_scalar
-            or src_type not in _TORCH_FLOAT_TYPES or dst_scalar not in _TORCH_FLOAT_TYPES):
-        return InterpreterBuilder.cast_impl(interpreter_builder, src, dst_type)
-    values = torch.from_numpy(np.ascontiguousarray(src.data))
-    if src_type == tl.bfloat16:
-        values = values.view(torch.bfloat16)
-    values = values.to(_TORCH_FLOAT_TYPES[dst_scalar])
-    if dst_scalar == tl.bfloat16:
-        values = values.view(torch.uint16)
-    return TensorHandle(values.numpy(), dst_scalar)
-
-
-def _restore(namespace, before: dict) -> None:
-    for name in set(vars(namespace)) - set(before):
-        delattr(namespace, name)
-    for name, value in before.items():
-        if vars(namespace).get(name) is not value:
-            setattr(namespace, name, value)
 
 
 def default_device() -> torch.device:

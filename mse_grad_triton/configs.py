@@ -82,22 +82,22 @@ def largest_fitting_block(input_itemsizes: Sequence[int], output_itemsizes: Sequ
     return block
 
 
-def select_config(backend: str, input_itemsizes: Sequence[int],
+def select_config(kind: str, input_itemsizes: Sequence[int],
                   output_itemsizes: Sequence[int], row_length: int, num_rows: int,
                   num_units: int, tuned: Optional[KernelConfig] = None,
                   transposed: int = 0) -> KernelConfig:
     """The configuration for one call.
 
-    ``backend`` is ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` and ``output_itemsizes``
-    the item sizes of the tensors loaded and stored per tile, ``transposed`` how many of them
-    are moved along the tile's rows (see ``ub_footprint_bytes``). A ``tuned`` config (from the
-    device's tuned table) wins. Otherwise the default tile shrinks (by 4, down to a minimum) until
-    there are at least as many tiles as parallel units, so small tensors still spread over the
-    device.
+    ``kind`` is the device kind, ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` and
+    ``output_itemsizes`` the item sizes of the tensors loaded and stored per tile,
+    ``transposed`` how many of them are moved along the tile's rows (see
+    ``ub_footprint_bytes``). A ``tuned`` config (from the device's tuned table) wins.
+    Otherwise the default tile shrinks (by 4, down to a minimum) until there are at least as
+    many tiles as parallel units, so small tensors still spread over the device.
     """
     if tuned is not None:
         return tuned
-    defaults = DEFAULTS[backend]
+    defaults = DEFAULTS[kind]
     config = defaults["config"]
     block = config.block_size or largest_fitting_block(input_itemsizes, output_itemsizes,
                                                        config.multibuffer, transposed)
@@ -129,31 +129,31 @@ MAX_ELEMENTS_PER_THREAD = 8
 ELEMENTS_PER_THREAD_TRANSPOSED = 4
 
 
-def fit_for_transposes(backend: str, config: KernelConfig, transposed: int) -> KernelConfig:
+def fit_for_transposes(kind: str, config: KernelConfig, transposed: int) -> KernelConfig:
     """``config`` for a tile that turns ``transposed`` operands on chip: on CUDA, tile and
     warps sized so that each thread holds ``ELEMENTS_PER_THREAD_TRANSPOSED`` elements."""
-    if backend != "cuda" or not transposed:
+    if kind != "cuda" or not transposed:
         return config
     per_warp = 32 * ELEMENTS_PER_THREAD_TRANSPOSED
     block = min(config.block_size, per_warp * config.num_warps)
     return replace(config, block_size=block, num_warps=max(1, block // per_warp))
 
 
-def candidate_configs(backend: str, input_itemsizes: Sequence[int],
+def candidate_configs(kind: str, input_itemsizes: Sequence[int],
                       output_itemsizes: Sequence[int], transposed: int = 0
                       ) -> List[KernelConfig]:
     """Every configuration the tuner may try for these item sizes (UB-feasible on NPU, with
     ``transposed`` operands moved along the rows; on CUDA, at most
     ``MAX_ELEMENTS_PER_THREAD`` elements per thread)."""
-    space = CANDIDATES[backend]
+    space = CANDIDATES[kind]
     names = list(space)
     configs = [KernelConfig(**dict(zip(names, values)), source="candidate")
                for values in itertools.product(*(space[n] for n in names))]
-    if backend == "npu":
+    if kind == "npu":
         configs = [c for c in configs if ub_footprint_bytes(
             c.block_size, input_itemsizes, output_itemsizes, c.multibuffer,
             transposed) <= UB_BYTES]
-    if backend == "cuda":
+    if kind == "cuda":
         configs = [c for c in configs
                    if c.block_size <= MAX_ELEMENTS_PER_THREAD * 32 * c.num_warps]
     if transposed:  # the strided form beside the on-chip turn

@@ -105,7 +105,7 @@ def enumerate_cases(quick: bool) -> List[Case]:
 
 
 # A GPU as the launcher plans for it (its launch options included).
-_BACKEND = backends.Backend("cuda", "sm", SM_COUNT, True)
+_BACKEND = backends.DeviceBackend("cuda", "sm", SM_COUNT, True)
 
 
 def _plan(case: Case):

@@ -73,7 +73,7 @@ class _Call:
 
     reduction: int
     shape: Tuple[int, ...]
-    device_backend: backends.Backend
+    device_backend: backends.DeviceBackend
     native: bool
     reason: str
     plan: Optional[LaunchPlan] = None
@@ -238,7 +238,7 @@ def _call(grad_output, self, target, reduction, out, policy, pair: bool) -> _Cal
 
 
 def launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
-           out: torch.Tensor, reduction_code: int, backend: backends.Backend,
+           out: torch.Tensor, reduction_code: int, device_backend: backends.DeviceBackend,
            config: Optional[configs.KernelConfig] = None,
            negated_out: Optional[torch.Tensor] = None) -> LaunchPlan:
     """Launch the kernel on validated, non-empty operands with the plan of this geometry
@@ -246,14 +246,14 @@ def launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
     ``negated_out`` (same shape and strides as ``out``) also receives ``-out``. Returns the
     plan."""
     operands = (grad_output, self, target, out, negated_out)
-    key = (backend, reduction_code, config, tables.generation,
+    key = (device_backend, reduction_code, config, tables.generation,
            *((t.shape, t.stride(), t.dtype) if t is not None else None for t in operands))
     plan = _plans.get(key)
     if plan is None:
-        plan = _remember(_plans, key, plan_launch(grad_output, self, target, out,
-                                                  reduction_code, backend, config, negated_out))
-    backend.launch(plan, (grad_output, self, target, out,
-                          out if negated_out is None else negated_out))
+        plan = _remember(_plans, key, plan_launch(grad_output, self, target, out, reduction_code,
+                                                  device_backend, config, negated_out))
+    device_backend.launch(plan, (grad_output, self, target, out,
+                                 out if negated_out is None else negated_out))
     return plan
 
 
@@ -288,7 +288,7 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
     shape = layout.broadcast_shapes([t.shape for t in inputs.values()], list(inputs))
     device_backend = backends.backend_for(self.device)
     if policy != "native":
-        validation.check_fp64_support(inputs, out, device_backend.name,
+        validation.check_fp64_support(inputs, out, device_backend.kind,
                                       device_backend.supports_fp64)
     if out is not None:
         validation.check_out(out, shape)
@@ -365,7 +365,7 @@ def _decide(policy: str, device_backend, dtype, numel: int) -> Tuple[bool, str]:
 
 
 def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
-                out: torch.Tensor, reduction_code: int, backend: backends.Backend,
+                out: torch.Tensor, reduction_code: int, device_backend: backends.DeviceBackend,
                 config: Optional[configs.KernelConfig] = None,
                 negated_out: Optional[torch.Tensor] = None) -> LaunchPlan:
     """Layout, configuration, grid and kernel arguments for validated, non-empty operands.
@@ -382,11 +382,11 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     modes = () if flat else rows.tile_modes()
     loaded, stored, transposed = tile_itemsizes(rows, (*operands, negated_out))
     if config is None:
-        table = tables.table_for(backend.device_name)
+        table = tables.table_for(device_backend.device_name)
         tuned = table.config_for(validation.DTYPE_NAMES[self.dtype], rows.path,
                                  out.numel()) if table else None
-        config = configs.select_config(backend.name, loaded, stored, rows.row_length,
-                                       rows.num_rows, backend.num_units, tuned, transposed)
+        config = configs.select_config(device_backend.kind, loaded, stored, rows.row_length,
+                                       rows.num_rows, device_backend.num_units, tuned, transposed)
     constexprs = dict(
         SCALAR_GRAD=rows.scalar_grad,
         WRITE_NEGATED=negated_out is not None,
@@ -406,13 +406,13 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         elif not config.transpose:
             modes = rows.tile_modes(transpose=False)
             transposed = 0
-        config = configs.fit_for_transposes(backend.name, config, transposed)
+        config = configs.fit_for_transposes(device_backend.kind, config, transposed)
         tile = tile_shape(rows, config.block_size, kernels.TRANSPOSED.value in modes)
         scalar_args, strided_constexprs, num_tiles = _strided_arguments(rows, modes, tile)
         scalar_args = (*scale, *scalar_args)
         constexprs.update(strided_constexprs)
     config = replace(config, block_size=tile[0] * tile[1])
-    num_programs = max(1, min(num_tiles, backend.num_units * config.programs_per_unit))
+    num_programs = max(1, min(num_tiles, device_backend.num_units * config.programs_per_unit))
     launch_tail = triton_compat.launch_values(kernel, (None,) * 5 + scalar_args, constexprs)[5:]
     return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail,
                       tile)

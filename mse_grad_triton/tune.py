@@ -79,7 +79,7 @@ def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
     end_to_end = end_to_end or host_timer(device)
     work = [(d, p, n) for d in dtypes for p in paths for n in sizes]
     size = {d: DTYPES[d].itemsize for d in dtypes}
-    total = sum(len(configs.candidate_configs(backend.name, [size[d]] * (3 if p == "flat" else 2),
+    total = sum(len(configs.candidate_configs(backend.kind, [size[d]] * (3 if p == "flat" else 2),
                                               [size[d]], int(p == "transposed"))) + 3
                 for d, p, _ in work)
     progress = tqdm(total=total, disable=not show_progress, unit="run", dynamic_ncols=True)
@@ -108,7 +108,7 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
     default = launcher.plan_launch(grad, self, target, out, Reduction.MEAN, backend).config
     # As launched: a tile wider than the row is cut to the row, so some candidates coincide.
     candidates = [default]
-    for config in configs.candidate_configs(backend.name, loaded, stored, transposed):
+    for config in configs.candidate_configs(backend.kind, loaded, stored, transposed):
         effective = launcher.plan_launch(grad, self, target, out, Reduction.MEAN, backend,
                                          config).config
         if all(configs.table_fields(effective) != configs.table_fields(c) for c in candidates):
@@ -191,7 +191,7 @@ def _provenance(device: torch.device, backend, timer) -> dict:
         import torch_npu
         versions["torch_npu"] = torch_npu.__version__
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "backend": backend.name, "parallel_units": backend.num_units,
+            "backend": backend.kind, "parallel_units": backend.num_units,
             "timer": "device events" if device.type != "cpu" else "wall clock (interpreter)",
             "host": platform.node(), **versions}
 

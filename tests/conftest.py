@@ -59,7 +59,7 @@ class RecordingBackend(backends.InterpretedBackend):
 
 def _recording(run: bool):
     cpu = backends.backend_for(torch.device("cpu"))
-    recorder = RecordingBackend(cpu.name, cpu.device_name, cpu.num_units, cpu.supports_fp64,
+    recorder = RecordingBackend(cpu.kind, cpu.device_name, cpu.num_units, cpu.supports_fp64,
                                 run=run)
     return backends.overridden(torch.device("cpu"), recorder)
 

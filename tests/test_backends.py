@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from mse_grad_triton import backends, mse_loss_backward, triton_compat
+from mse_grad_triton import backends, interpreter, mse_loss_backward, triton_compat
 from mse_grad_triton.testing import assert_ulp_close, make, reference
 
 # A target the installed compiler builds for without a device.
@@ -19,10 +19,10 @@ NATIVE_TARGET = (triton_compat.target("npu", "Ascend910B3") if triton_compat.FLA
 
 def test_cpu_backend_interprets_the_jit_kernel():
     backend = backends.backend_for(torch.device("cpu"))
-    assert backend.name == "cpu" and backend.num_units >= 1 and backend.supports_fp64
+    assert backend.kind == "cpu" and backend.num_units >= 1 and backend.supports_fp64
     assert isinstance(backend, backends.InterpretedBackend)
     mse_loss_backward(torch.ones(3), torch.ones(3), torch.zeros(3), "sum")
-    assert all(isinstance(k, backends._InterpretedKernel) for k in backend.kernels.values())
+    assert all(isinstance(k, interpreter.InterpretedKernel) for k in backend.kernels.values())
     assert backends.backend_for(torch.device("cpu")) is backend  # cached
 
 
@@ -85,7 +85,7 @@ def test_cuda_backend_matches_reference():
 @pytest.mark.npu
 def test_npu_backend_properties():
     backend = backends.backend_for(torch.device("npu", 0))
-    assert backend.name == "npu" and backend.num_units > 0 and not backend.supports_fp64
+    assert backend.kind == "npu" and backend.num_units > 0 and not backend.supports_fp64
 
 
 @pytest.mark.parametrize("input_dtype", [torch.float32, torch.float64], ids=str)
