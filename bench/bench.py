@@ -270,7 +270,7 @@ def _plot(gbps_path: Path, speedup_path: Path, meta: dict, result: dict) -> None
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", help="npu, cuda or cpu (default: the best present)")
+    backends.add_device_argument(parser)
     parser.add_argument("--quick", action="store_true",
                         help="few sizes; on a CPU-only machine, the interpreter end to end")
     parser.add_argument("--dtypes", default=",".join(DTYPES))
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    device = torch.device(args.device) if args.device else backends.default_device()
+    device = backends.device_from(args)
     backend = backends.backend_for(device)
     interpreter = device.type == "cpu"
     if args.sizes:

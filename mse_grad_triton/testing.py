@@ -1,7 +1,7 @@
 """Numerical checking: a float64 reference and ULP distances in the result's dtype.
 
-Shared by the tests, the correctness check (``python -m mse_grad_triton.check``), the tuner and
-the benchmark, which all refuse a result that is not within these bounds.
+Shared by the tests, the correctness check (``python -m mse_grad_triton.tools.check``), the
+tuner and the benchmark, which all refuse a result that is not within these bounds.
 """
 
 import torch

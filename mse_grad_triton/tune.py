@@ -234,7 +234,7 @@ def parse_sizes(text: str) -> List[int]:
 def main(argv=None, timer: Optional[Timer] = None,
          end_to_end: Optional[Callable] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", help="npu, cuda or cpu (default: the best present)")
+    backends.add_device_argument(parser)
     parser.add_argument("--dtypes", default=",".join(DTYPES))
     parser.add_argument("--paths", default=",".join(tables.PATHS))
     parser.add_argument("--sizes", type=parse_sizes, help="e.g. 2^16,2^20 or 65536,1048576")
@@ -245,7 +245,7 @@ def main(argv=None, timer: Optional[Timer] = None,
                         help="device events (NPU/CUDA) or synchronised wall clock")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    device = torch.device(args.device) if args.device else backends.default_device()
+    device = backends.device_from(args)
     kind = "cpu" if device.type == "cpu" else "device"
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)[kind]
     if timer is None and args.timer == "wall":

@@ -8,8 +8,16 @@ import pytest
 import triton
 import triton.language as tl
 
-from mse_grad_triton import ascend_check, kernels, triton_compat
-from mse_grad_triton.ascend_check import Case, check_case, classify, specialise, to_linalg, to_ttir
+from mse_grad_triton import kernels, triton_compat
+from mse_grad_triton.tools import ascend_check
+from mse_grad_triton.tools.ascend_check import (
+    Case,
+    check_case,
+    classify,
+    specialise,
+    to_linalg,
+    to_ttir,
+)
 
 pytestmark = pytest.mark.skipif(triton_compat.FLAVOUR != "ascend",
                                 reason="needs triton-ascend's compiler (upstream Triton here)")
@@ -164,7 +172,7 @@ def test_cases_cover_every_layout_dtype_and_candidate():
 
 def test_gate_passes_for_every_specialisation(tmp_path):
     # The CI gate itself, as a user runs it.
-    result = subprocess.run([sys.executable, "-m", "mse_grad_triton.ascend_check", "--quiet"],
+    result = subprocess.run([sys.executable, "-m", "mse_grad_triton.tools.ascend_check", "--quiet"],
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "MSE_GRAD_TRITON_CACHE": str(tmp_path)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from mse_grad_triton import cuda_check, triton_compat
-from mse_grad_triton.cuda_check import Case, access_widths, check_case
+from mse_grad_triton import triton_compat
+from mse_grad_triton.tools import cuda_check
+from mse_grad_triton.tools.cuda_check import Case, access_widths, check_case
 
 pytestmark = pytest.mark.skipif(triton_compat.FLAVOUR != "upstream",
                                 reason="needs upstream Triton's NVIDIA backend (triton-ascend "
@@ -115,7 +116,7 @@ def test_cases_cover_every_layout_and_candidate():
 
 def test_gate_passes_in_quick_mode():
     # The CI gate itself, as a user runs it.
-    result = subprocess.run([sys.executable, "-m", "mse_grad_triton.cuda_check", "--quick",
+    result = subprocess.run([sys.executable, "-m", "mse_grad_triton.tools.cuda_check", "--quick",
                              "--quiet"], capture_output=True, text=True, timeout=900,
                             env={**os.environ})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

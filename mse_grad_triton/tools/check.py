@@ -1,7 +1,7 @@
 """Correctness check on the device present: this kernel and the native op against a float64
 reference, in ULPs of the result's dtype.
 
-    python -m mse_grad_triton.check [--device npu|cuda|cpu] [--size ROWSxCOLS]
+    python -m mse_grad_triton.tools.check [--device npu|cuda|cpu] [--size ROWSxCOLS]
 
 Prints one row per dtype x reduction x layout (the kernel's and the native op's worst ULP
 error, pass/fail against fp16/bf16 <= 1, fp32 <= 4) and exits 1 if the kernel fails anywhere.
@@ -15,10 +15,9 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from . import mse_loss_backward
-from .backends import default_device
-from .reduction import parse_reduction
-from .testing import MAX_ULP, make, max_ulp_error
+from .. import backends, mse_loss_backward
+from ..reduction import parse_reduction
+from ..testing import MAX_ULP, make, max_ulp_error
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 Inputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -70,11 +69,11 @@ def format_table(records: List[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", help="npu, cuda or cpu (default: the best present)")
+    backends.add_device_argument(parser)
     parser.add_argument("--size", default=None,
                         help="ROWSxCOLS of the result (default 1024x4097; 64x257 on CPU)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device) if args.device else default_device()
+    device = backends.device_from(args)
     size = args.size or ("64x257" if device.type == "cpu" else "1024x4097")
     rows, cols = (int(n) for n in size.lower().split("x"))
 

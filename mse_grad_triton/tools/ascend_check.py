@@ -2,7 +2,7 @@
 A2/A3 as far as a machine without an NPU can (TTIR, then triton-adapter-opt's Linalg/HIVM), and
 inspected.
 
-    python -m mse_grad_triton.ascend_check [--full] [--targets ...] [--jobs N] [--quiet]
+    python -m mse_grad_triton.tools.ascend_check [--full] [--targets ...] [--jobs N] [--quiet]
 
 A specialisation is built exactly as triton-ascend's JIT would build it for a real call: the
 launcher plans the call (on meta tensors, so even > 2**31-element cases cost no memory) and
@@ -42,9 +42,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from . import backends, configs, kernels, launcher, layout, tables, triton_compat
-from .kernels import MAX_OUTER_DIMS
-from .reduction import Reduction
+from .. import backends, configs, kernels, launcher, layout, tables, triton_compat
+from ..kernels import MAX_OUTER_DIMS
+from ..reduction import Reduction
 
 # One A2 (910B) and one A3 (910_93) target by default; --targets all adds every 910B variant.
 DEFAULT_TARGETS = ("Ascend910B3", "Ascend910_93")

@@ -2,7 +2,7 @@
 Triton for sm_80, sm_90a and sm_100a without a GPU (ptxas ships inside the wheel), and
 inspected. The twin of ``ascend_check``, over the same layouts and dtype combinations.
 
-    python -m mse_grad_triton.cuda_check [--quick] [--archs 80,90,100] [--jobs N] [--quiet]
+    python -m mse_grad_triton.tools.cuda_check [--quick] [--archs 80,90,100] [--jobs N] [--quiet]
 
 A specialisation is built exactly as Triton's JIT would build it for a real call (the launcher
 plans the call on meta tensors; ``triton_compat.specialise`` binds and specialises it). For each
@@ -34,9 +34,10 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import ascend_check, backends, configs, kernels, launcher, triton_compat
+from .. import backends, configs, kernels, launcher, triton_compat
+from ..reduction import Reduction
+from . import ascend_check
 from .ascend_check import DTYPES, LAYOUTS, OPERANDS
-from .reduction import Reduction
 
 ARCHS = (80, 90, 100)           # sm_80, sm_90a, sm_100a (Triton adds the "a" from 90 on)
 SM_COUNT = 132                  # grid size only; it does not change the compiled code
