@@ -376,24 +376,17 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     """
     operands = (grad_output, self, target, out)
     rows = layout.of_tensors(operands)
-    flat = rows.flat
+    if config is None:
+        config = _choose_config(rows, (*operands, negated_out), device_backend)
     scale = (gradient_scale(reduction_code, self.numel()),
              scale_divisor(reduction_code, self.numel()))
-    modes = () if flat else rows.tile_modes()
-    loaded, stored, transposed = tile_itemsizes(rows, (*operands, negated_out))
-    if config is None:
-        table = tables.table_for(device_backend.device_name)
-        tuned = table.config_for(validation.DTYPE_NAMES[self.dtype], rows.path,
-                                 out.numel()) if table else None
-        config = configs.select_config(device_backend.kind, loaded, stored, rows.row_length,
-                                       rows.num_rows, device_backend.num_units, tuned, transposed)
     constexprs = dict(
         SCALAR_GRAD=rows.scalar_grad,
         WRITE_NEGATED=negated_out is not None,
         SKIP_PADDING=backends.TRITON_HAS_CARE_PADDING,
         COMPUTE_FP64=any(t.dtype == torch.float64 for t in operands),
     )
-    if flat:  # one tile of config.block_size elements; the kernel masks only its last tile
+    if rows.flat:  # one tile of config.block_size elements; the kernel masks only its last
         kernel = mse_loss_backward_flat_kernel
         tile = (1, config.block_size)
         num_tiles = -(-rows.row_length // config.block_size)
@@ -401,13 +394,12 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         constexprs.update(BLOCK_SIZE=config.block_size)
     else:
         kernel = mse_loss_backward_strided_kernel
-        if not transposed:  # one canonical config where the knob changes nothing
-            config = replace(config, transpose=True)
-        elif not config.transpose:
-            modes = rows.tile_modes(transpose=False)
-            transposed = 0
+        modes = rows.tile_modes(config.transpose)
+        transposed = transposed_operands(modes, negated_out is not None)
+        if kernels.TRANSPOSED.value not in rows.tile_modes():
+            config = replace(config, transpose=True)  # canonical where the knob changes nothing
         config = configs.fit_for_transposes(device_backend.kind, config, transposed)
-        tile = tile_shape(rows, config.block_size, kernels.TRANSPOSED.value in modes)
+        tile = tile_shape(rows, config.block_size, transposed > 0)
         scalar_args, strided_constexprs, num_tiles = _strided_arguments(rows, modes, tile)
         scalar_args = (*scale, *scalar_args)
         constexprs.update(strided_constexprs)
@@ -416,6 +408,17 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     launch_tail = triton_compat.launch_values(kernel, (None,) * 5 + scalar_args, constexprs)[5:]
     return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail,
                       tile)
+
+
+def _choose_config(rows: Layout, operands, device_backend) -> configs.KernelConfig:
+    """The tuned table's config for this dtype, path and size, else the device kind's default
+    (``configs.select_config``) for what a tile moves."""
+    table = tables.table_for(device_backend.device_name)
+    tuned = table.config_for(validation.DTYPE_NAMES[operands[1].dtype], rows.path,
+                             operands[3].numel()) if table else None
+    loaded, stored, transposed = tile_itemsizes(rows, operands)
+    return configs.select_config(device_backend.kind, loaded, stored, rows.row_length,
+                                 rows.num_rows, device_backend.num_units, tuned, transposed)
 
 
 def tile_itemsizes(rows: Layout, operands) -> Tuple[List[int], List[int], int]:

@@ -99,46 +99,25 @@ def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
 
 
 def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progress) -> dict:
-    dtype = DTYPES[dtype_name]
-    grad, self, target = make_inputs(path, dtype, numel, device)
-    out = torch.empty(torch.broadcast_shapes(grad.shape, self.shape, target.shape), dtype=dtype,
-                      device=device)
-    loaded, stored, transposed = launcher.tile_itemsizes(
-        layout.of_tensors((grad, self, target, out)), (grad, self, target, out, None))
-    default = launcher.plan_launch(grad, self, target, out, Reduction.MEAN, backend).config
-    # As launched: a tile wider than the row is cut to the row, so some candidates coincide.
-    candidates = [default]
-    for config in configs.candidate_configs(backend.kind, loaded, stored, transposed):
-        effective = launcher.plan_launch(grad, self, target, out, Reduction.MEAN, backend,
-                                         config).config
-        if all(configs.table_fields(effective) != configs.table_fields(c) for c in candidates):
-            candidates.append(effective)
+    """One table entry: every candidate measured (or why it failed), the fastest, the native
+    op on the device and end to end."""
+    grad, self, target = make_inputs(path, DTYPES[dtype_name], numel, device)
+    out = torch.empty(torch.broadcast_shapes(grad.shape, self.shape, target.shape),
+                      dtype=self.dtype, device=device)
+    operands = (grad, self, target, out)
+    candidates = _candidates(operands, backend)
     label = f"{dtype_name} {path} {numel}"
-
-    def run(config):
-        return lambda: launcher.launch(grad, self, target, out, Reduction.MEAN, backend, config)
-
-    measured: List[dict] = []
+    measured = []
     for config in candidates:
         step(progress, f"{label} block={config.block_size}")
-        record = {"config": configs.table_fields(config), "default": config is default}
-        try:
-            out.fill_(float("nan"))
-            run(config)()
-            worst = max_ulp_error(out, grad, self, target, Reduction.MEAN)
-            if worst > MAX_ULP[dtype]:
-                record["failed"] = f"wrong result: {worst:.3g} ULP"
-            else:
-                record["seconds"] = timer(run(config))
-        except Exception as error:  # a candidate that fails to compile or run is skipped
-            record["failed"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-        measured.append(record)
+        measured.append(_measure(operands, backend, config, timer))
+        measured[-1]["default"] = config is candidates[0]
     passed = [r for r in measured if "seconds" in r]
     if not passed:
         raise RuntimeError(f"no candidate configuration works for {label}: "
                            f"{[r['failed'] for r in measured]}")
     best = min(passed, key=lambda r: r["seconds"])
-    best_config = next(c for c, r in zip(candidates, measured) if r is best)
+    best_config = candidates[measured.index(best)]
 
     def native():
         return torch.ops.aten.mse_loss_backward(grad, self, target, Reduction.MEAN)
@@ -146,21 +125,52 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
     step(progress, f"{label} native")
     native_seconds = timer(native)
     step(progress, f"{label} end to end")
-    kernel_e2e = end_to_end(run(best_config))
-    native_e2e = end_to_end(native)
-    default_seconds = next((r.get("seconds") for r in measured if r["default"]), None)
-    traffic = bytes_moved(grad, self, target, out)
     return {
         "dtype": dtype_name, "path": path, "numel": numel,
         "config": best["config"],
         "seconds": best["seconds"],
-        "gbps": traffic / best["seconds"] / 1e9,
-        "default_seconds": default_seconds,
+        "gbps": bytes_moved(*operands) / best["seconds"] / 1e9,
+        "default_seconds": measured[0].get("seconds"),
         "native_seconds": native_seconds,
-        "end_to_end_seconds": kernel_e2e,
-        "native_end_to_end_seconds": native_e2e,
-        "candidates": [r for r in measured if not r["default"]],
+        "end_to_end_seconds": end_to_end(_launcher(operands, backend, best_config)),
+        "native_end_to_end_seconds": end_to_end(native),
+        "candidates": measured[1:],
     }
+
+
+def _candidates(operands, backend) -> List[configs.KernelConfig]:
+    """The default config first, then every candidate as launched (a tile wider than the row
+    is cut to the row, so some coincide: each is kept once)."""
+    loaded, stored, transposed = launcher.tile_itemsizes(layout.of_tensors(operands),
+                                                         (*operands, None))
+    candidates = [launcher.plan_launch(*operands, Reduction.MEAN, backend).config]
+    for config in configs.candidate_configs(backend.kind, loaded, stored, transposed):
+        effective = launcher.plan_launch(*operands, Reduction.MEAN, backend, config).config
+        if all(configs.table_fields(effective) != configs.table_fields(c) for c in candidates):
+            candidates.append(effective)
+    return candidates
+
+
+def _launcher(operands, backend, config) -> Callable[[], object]:
+    return lambda: launcher.launch(*operands, Reduction.MEAN, backend, config)
+
+
+def _measure(operands, backend, config, timer) -> dict:
+    """One candidate's record: its device seconds, or why it failed (a wrong result or an
+    error: such a candidate can never win)."""
+    grad, self, target, out = operands
+    record = {"config": configs.table_fields(config)}
+    try:
+        out.fill_(float("nan"))
+        _launcher(operands, backend, config)()
+        worst = max_ulp_error(out, grad, self, target, Reduction.MEAN)
+        if worst > MAX_ULP[out.dtype]:
+            record["failed"] = f"wrong result: {worst:.3g} ULP"
+        else:
+            record["seconds"] = timer(_launcher(operands, backend, config))
+    except Exception as error:  # a candidate that fails to compile or run is recorded
+        record["failed"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    return record
 
 
 def _native_below(entries: Sequence[dict]) -> Dict[str, int]:
