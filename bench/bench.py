@@ -268,6 +268,39 @@ def _plot(gbps_path: Path, speedup_path: Path, meta: dict, result: dict) -> None
         plt.close(figure)
 
 
+def _sizes(args, device) -> List[int]:
+    """The sweep's sizes: as asked, or by device (the interpreter gets small ones), within
+    --max-size and a tenth of free device memory."""
+    interpreter = device.type == "cpu"
+    if args.sizes:
+        sizes = args.sizes
+    elif interpreter:
+        sizes = [2**10, 2**12] if args.quick else [2**10, 2**12, 2**14]
+    else:
+        sizes = [2**k for k in (range(12, 25, 4) if args.quick else range(10, 29, 2))]
+    free = (getattr(torch, device.type).mem_get_info(device)[0] if not interpreter
+            else 8 << 30)
+    return [n for n in sizes if n <= args.max_size[0] and 10 * 4 * n < free]
+
+
+def _metadata(device, backend) -> dict:
+    """What the results were measured on: device, versions, date."""
+    import triton
+
+    meta = {
+        "device": backend.device_name, "backend": backend.kind,
+        "parallel_units": backend.num_units, "interpreter": device.type == "cpu",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__, "triton": triton.__version__,
+                     "python": platform.python_version()},
+        "byte_count": "sum over grad_output, self, target and out of numel x element size",
+    }
+    if device.type == "npu":
+        import torch_npu
+        meta["versions"]["torch_npu"] = torch_npu.__version__
+    return meta
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     backends.add_device_argument(parser)
@@ -287,31 +320,11 @@ def main(argv=None) -> int:
     device = backends.device_from(args)
     backend = backends.backend_for(device)
     interpreter = device.type == "cpu"
-    if args.sizes:
-        sizes = args.sizes
-    elif interpreter:
-        sizes = [2**10, 2**12] if args.quick else [2**10, 2**12, 2**14]
-    else:
-        sizes = [2**k for k in (range(12, 25, 4) if args.quick else range(10, 29, 2))]
-    free = (getattr(torch, device.type).mem_get_info(device)[0] if not interpreter
-            else 8 << 30)
-    sizes = [n for n in sizes if n <= args.max_size[0] and 10 * 4 * n < free]
+    sizes = _sizes(args, device)
     names = (args.providers.split(",") if args.providers else
              ["triton", "auto", "native"] + ([] if interpreter else ["compile"]))
     output = args.output or Path(__file__).parent / "results" / backend.device_name
-
-    import triton
-    meta = {
-        "device": backend.device_name, "backend": backend.kind,
-        "parallel_units": backend.num_units, "interpreter": interpreter,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"torch": torch.__version__, "triton": triton.__version__,
-                     "python": platform.python_version()},
-        "byte_count": "sum over grad_output, self, target and out of numel x element size",
-    }
-    if device.type == "npu":
-        import torch_npu
-        meta["versions"]["torch_npu"] = torch_npu.__version__
+    meta = _metadata(device, backend)
     if interpreter:
         print("NOTE: no accelerator: the kernel runs in Triton's CPU interpreter. These timings "
               "measure the interpreter, not kernel performance; only the host-overhead figure "
@@ -321,7 +334,8 @@ def main(argv=None) -> int:
     # Host path (CPU tensors; the driver stub only where Triton's CUDA launcher can take it).
     meta["host_path"] = host_path.measure(args.quick, driver_stub=interpreter)
     print(f"device {meta['device']} ({meta['backend']}, {meta['parallel_units']} units), "
-          f"torch {torch.__version__}, triton {triton.__version__}, {meta['date']}")
+          f"torch {meta['versions']['torch']}, triton {meta['versions']['triton']}, "
+          f"{meta['date']}")
     print(f"device copy bandwidth: {result['copy_gbps']:.1f} GB/s; nominal peak: "
           + (f"{result['nominal_peak']['gbps']} GB/s ({result['nominal_peak']['source']})"
              if result["nominal_peak"] else "unknown for this device"))
