@@ -387,29 +387,17 @@ def mse_loss_backward_strided_kernel(
 
         # A tile that fits whole is moved unmasked (vector accesses on CUDA along any axis);
         # only the partial tiles at the ends of a dimension compare lanes against what is left
-        # (int32 lanes against int32 scalars: no int64 vector compare).
+        # (int32 lanes against int32 scalars: no int64 vector compare). Two call sites, because
+        # MASKED must be a constexpr; without partial tiles ``whole`` is a constant and only the
+        # unmasked one is compiled.
+        rows_left = BLOCK_ROWS
+        cols_left = BLOCK_COLS
+        whole = True
         if MASK_ROWS or MASK_COLS:
             rows_left = tl.minimum(num_rows - row_start, BLOCK_ROWS).to(tl.int32)
             cols_left = tl.minimum(num_cols - col_start, BLOCK_COLS).to(tl.int32)
-            if (rows_left == BLOCK_ROWS) & (cols_left == BLOCK_COLS):
-                _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
-                              target_ptr + target_offset, out_ptr + out_offset,
-                              negated_out_ptr + out_offset, rows, cols, rows < BLOCK_ROWS,
-                              cols < BLOCK_COLS, grad_row_step, self_row_step,
-                              target_row_step, out_row_step, grad_col_step, self_col_step,
-                              target_col_step, out_col_step, scale, GRAD_MODE, SELF_MODE,
-                              TARGET_MODE, OUT_MODE, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING,
-                              False, compute_dtype, BLOCK_ROWS, BLOCK_COLS)
-            else:
-                _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
-                              target_ptr + target_offset, out_ptr + out_offset,
-                              negated_out_ptr + out_offset, rows, cols, rows < rows_left,
-                              cols < cols_left, grad_row_step, self_row_step,
-                              target_row_step, out_row_step, grad_col_step, self_col_step,
-                              target_col_step, out_col_step, scale, GRAD_MODE, SELF_MODE,
-                              TARGET_MODE, OUT_MODE, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING,
-                              True, compute_dtype, BLOCK_ROWS, BLOCK_COLS)
-        else:
+            whole = (rows_left == BLOCK_ROWS) & (cols_left == BLOCK_COLS)
+        if whole:
             _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
                           target_ptr + target_offset, out_ptr + out_offset,
                           negated_out_ptr + out_offset, rows, cols, rows < BLOCK_ROWS,
@@ -417,4 +405,13 @@ def mse_loss_backward_strided_kernel(
                           out_row_step, grad_col_step, self_col_step, target_col_step,
                           out_col_step, scale, GRAD_MODE, SELF_MODE, TARGET_MODE, OUT_MODE,
                           SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False, compute_dtype,
+                          BLOCK_ROWS, BLOCK_COLS)
+        else:
+            _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
+                          target_ptr + target_offset, out_ptr + out_offset,
+                          negated_out_ptr + out_offset, rows, cols, rows < rows_left,
+                          cols < cols_left, grad_row_step, self_row_step, target_row_step,
+                          out_row_step, grad_col_step, self_col_step, target_col_step,
+                          out_col_step, scale, GRAD_MODE, SELF_MODE, TARGET_MODE, OUT_MODE,
+                          SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True, compute_dtype,
                           BLOCK_ROWS, BLOCK_COLS)

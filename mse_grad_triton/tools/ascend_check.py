@@ -132,13 +132,20 @@ LAYOUTS: Dict[str, Tuple[Callable[..., Tensors], bool]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Case:
-    """One specialisation: a layout, the four operands' dtypes, a configuration."""
+class LayoutCase:
+    """What both gates compile: a layout of ``LAYOUTS``, the four operands' dtypes, a tile
+    size (0: the launcher's choice); each gate adds its compiler's knobs."""
 
     layout: str
     dtypes: Tuple[str, str, str, str]  # grad_output, self, target, out (keys of DTYPES)
     block_size: int
-    multibuffer: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Case(LayoutCase):
+    """One Ascend specialisation."""
+
+    multibuffer: bool = True
     negated: bool = False              # also write the target's gradient (-out)
     transpose: bool = True             # KernelConfig.transpose (False: the strided form)
 
@@ -421,23 +428,9 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     result = Result(case)
     tensors, plan = _plan(case)
     result.path = plan.path
-    # The strided form of a transposed layout walks an operand at its column stride: by design.
-    must_be_block = LAYOUTS[case.layout][1] and case.transpose
-    itemsizes = [t.element_size() for t in tensors]
-    for target in targets:
-        try:
-            spec = specialise(plan.kernel, (*tensors, *plan.scalar_args), plan.constexprs,
-                              target)
-            ttir, metadata = to_ttir(spec)
-        except Exception as error:  # a front-end failure is a result, not a crash
-            result.error = f"{target}: {type(error).__name__}: {str(error).splitlines()[0]}"
-            result.problems.append("does not build Triton IR")
-            return result
-        linalg, error = _lower_cached(str(ttir), spec, ttir, metadata)
-        if error:
-            result.error = f"{target}: {error}"
-            result.problems.append("does not lower to Linalg")
-            return result
+    linalg = _lower_for(plan, tensors, targets, result)
+    if linalg is None:
+        return result
     result.lowered = True
     block = result.block_size = plan.config.block_size
     accesses = classify(linalg, num_pointers=len(OPERANDS))
@@ -453,11 +446,40 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     result.transfer_bytes = {OPERANDS[i]: b for i, b in accesses.transfer_bytes.items()}
     result.unit_innermost = {OPERANDS[i]: u for i, u in accesses.unit_innermost.items()}
     result.minimum_per_element = sum(loaded) + sum(stored)
+    _judge(result, plan, [t.element_size() for t in tensors], block * sum(loaded))
+    return result
 
+
+def _lower_for(plan, tensors, targets: Sequence[str], result: Result) -> Optional[str]:
+    """The Linalg of the plan's specialisation for every target (the last one's), or None
+    with the failure recorded in ``result``."""
+    linalg = None
+    for target in targets:
+        try:
+            spec = specialise(plan.kernel, (*tensors, *plan.scalar_args), plan.constexprs,
+                              target)
+            ttir, metadata = to_ttir(spec)
+        except Exception as error:  # a front-end failure is a result, not a crash
+            result.error = f"{target}: {type(error).__name__}: {str(error).splitlines()[0]}"
+            result.problems.append("does not build Triton IR")
+            return None
+        linalg, error = _lower_cached(str(ttir), spec, ttir, metadata)
+        if error:
+            result.error = f"{target}: {error}"
+            result.problems.append("does not lower to Linalg")
+            return None
+    return linalg
+
+
+def _judge(result: Result, plan, itemsizes: Sequence[int], input_share: int) -> None:
+    """Record every rule the inspected specialisation breaks in ``result.problems``."""
+    case = result.case
+    # The strided form of a transposed layout walks an operand at its column stride: by design.
+    must_be_block = LAYOUTS[case.layout][1] and case.transpose
     for i, name in enumerate(OPERANDS):
         expected = ("S" if i == 0 and plan.layout.scalar_grad else
                     "-" if i == 4 and not case.negated else "B")
-        kind = accesses.kinds[i]
+        kind = result.access[name]
         if kind == "U" and (must_be_block or expected == "S"):
             result.problems.append(f"unstructured access to {name}")
         elif kind not in ("U", expected):
@@ -470,14 +492,12 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
                                    f"{MIN_TRANSFER_BYTES} B")
     if result.formula_bytes > configs.UB_BYTES:
         result.problems.append(f"UB formula {result.formula_bytes} B > {configs.UB_BYTES} B")
-    input_share = block * sum(loaded)
-    if accesses.kinds[1] == "B" and result.tile_bytes > input_share:
+    if result.access["self"] == "B" and result.tile_bytes > input_share:
         result.problems.append(f"tile buffers {result.tile_bytes} B exceed the UB formula's "
                                f"input share {input_share} B")
     if result.moved_per_element > result.minimum_per_element:
         result.problems.append(f"moves {result.moved_per_element:g} B/element > minimum "
                                f"{result.minimum_per_element}")
-    return result
 
 
 def _required_transfer_bytes(plan, operand: int, itemsizes: Sequence[int]) -> int:
@@ -528,6 +548,12 @@ def _transfer_label(result: Result) -> str:
     return "/".join(labels)
 
 
+def verdict(problems: Sequence[str], error: str) -> str:
+    """A result's last column in both gates' tables."""
+    text = "ok" if not problems else "FAIL: " + "; ".join(problems)
+    return text + (f" ({error[:160]})" if error else "")
+
+
 def format_table(results: Sequence[Result]) -> str:
     header = (f"{'layout':<20} {'dtypes g/x/y/out':<17} {'tile':>9} {'mb':>3} {'path':<16} "
               f"{'access':<7} {'bytes per transfer':<22} {'tiles KB':>8} {'UB KB':>6} "
@@ -536,17 +562,15 @@ def format_table(results: Sequence[Result]) -> str:
     for r in results:
         c = r.case
         access = "".join(r.access.get(name, "?") for name in OPERANDS) if r.lowered else "-"
-        verdict = "ok" if not r.problems else "FAIL: " + "; ".join(r.problems)
+        status = verdict(r.problems, r.error)
         if not c.transpose:
-            verdict += " (strided form: no on-chip turn)"
-        if r.error:
-            verdict += f" ({r.error[:160]})"
+            status += " (strided form: no on-chip turn)"
         tile = f"{r.tile[0]}x{r.tile[1]}" if r.lowered else str(c.block_size)
         lines.append(
             f"{c.layout:<20} {'/'.join(c.dtypes):<17} {tile:>9} "
             f"{'y' if c.multibuffer else 'n':>3} {r.path:<16} {access:<7} "
             f"{_transfer_label(r):<22} {r.tile_bytes / 1024:>8.1f} {r.formula_bytes / 1024:>6.1f} "
-            f"{r.moved_per_element:>6.3g} {r.minimum_per_element:>4}  {verdict}")
+            f"{r.moved_per_element:>6.3g} {r.minimum_per_element:>4}  {status}")
     return "\n".join(lines)
 
 

@@ -32,12 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from .. import backends, configs, kernels, launcher, triton_compat
 from ..reduction import Reduction
 from . import ascend_check
-from .ascend_check import DTYPES, LAYOUTS, OPERANDS
+from .ascend_check import DTYPES, LAYOUTS, OPERANDS, LayoutCase
 
 ARCHS = (80, 90, 100)           # sm_80, sm_90a, sm_100a (Triton adds the "a" from 90 on)
 SM_COUNT = 132                  # grid size only; it does not change the compiled code
@@ -47,13 +47,10 @@ MIXED = (("f32", "bf16", "f16", "f32"), ("bf16", "f32", "bf16", "bf16"),
 
 
 @dataclasses.dataclass(frozen=True)
-class Case:
-    """One specialisation: a layout, the four operands' dtypes, a configuration."""
+class Case(LayoutCase):
+    """One CUDA specialisation."""
 
-    layout: str
-    dtypes: Tuple[str, str, str, str]  # grad_output, self, target, out (keys of DTYPES)
-    block_size: int
-    num_warps: int
+    num_warps: int = 4
     negated: bool = False              # also write the target's gradient (-out)
 
 
@@ -276,13 +273,11 @@ def format_table(results: Sequence[Result]) -> str:
     for r in results:
         c = r.case
         widths = "/".join(r.widths.get(name, "?") for name in OPERANDS) if r.widths else "-"
-        verdict = "ok" if not r.problems else "FAIL: " + "; ".join(r.problems)
-        if r.error:
-            verdict += f" ({r.error})"
+        status = ascend_check.verdict(r.problems, r.error)
         lines.append(
             f"{c.layout:<18} {'/'.join(c.dtypes):<17} {r.block_size:>6} {c.num_warps:>2} "
             f"{r.arch:>4} {r.path:<16} {widths:<19} {r.registers:>4} {r.spill_bytes:>5} "
-            f"{r.shared_bytes:>6} {r.conversions:>3} {r.barriers:>3}  {verdict}")
+            f"{r.shared_bytes:>6} {r.conversions:>3} {r.barriers:>3}  {status}")
     return "\n".join(lines)
 
 
