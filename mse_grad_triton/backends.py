@@ -81,8 +81,9 @@ class CompiledBackend(DeviceBackend):
             with self.device_guard():  # the tensors' device becomes current for the launch
                 return self.launch(plan, operands)
         grad_output, self_, target, out, negated_out = operands
-        pointers = (grad_output.data_ptr(), self_.data_ptr(), target.data_ptr(), out.data_ptr(),
-                    negated_out.data_ptr())
+        out_pointer = out.data_ptr()
+        pointers = (grad_output.data_ptr(), self_.data_ptr(), target.data_ptr(), out_pointer,
+                    out_pointer if negated_out is out else negated_out.data_ptr())
         # Triton specialises each pointer on 16-byte alignment: part of the compiled kernel's key.
         if (pointers[0] | pointers[1] | pointers[2] | pointers[3] | pointers[4]) & 15 == 0:
             aligned = True

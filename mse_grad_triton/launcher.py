@@ -78,12 +78,13 @@ class _Call:
     reason: str
     plan: Optional[LaunchPlan] = None
     zeros: bool = False        # grad_output is a ZeroTensor: the result is zeros, no launch
-    result_like_self: bool = False  # the result has self's shape: allocate with empty_like
+    # self is contiguous with the result's shape: empty_like(self) allocates the result
+    result_like_self: bool = False
 
     def new_result(self, self_: torch.Tensor) -> torch.Tensor:
         """A contiguous result of the broadcast shape in ``self_``'s dtype, on its device."""
         if self.result_like_self:  # half the host time of torch.empty(shape, dtype, device)
-            return torch.empty_like(self_, memory_format=torch.contiguous_format)
+            return torch.empty_like(self_)
         return torch.empty(self.shape, dtype=self_.dtype, device=self_.device)
 
 
@@ -306,7 +307,7 @@ def _validate(grad_output, self, target, reduction, out, policy, pair) -> _Call:
         plan = plan_launch(grad_output, self, target, planned_out, code, device_backend,
                            negated_out=negated)
     return _Call(code, shape, device_backend, native, reason, plan,
-                 result_like_self=shape == tuple(self.shape))
+                 result_like_self=shape == tuple(self.shape) and self.is_contiguous())
 
 
 @dataclass(frozen=True)
