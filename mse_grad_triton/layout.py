@@ -99,21 +99,19 @@ class Layout:
         dimension is not walked at all, and an operand with unit stride along the rows (and
         not the columns) is moved along its rows and transposed on chip (unless not
         ``transpose``: then it is walked at its column stride)."""
-        has_rows = len(self.sizes) > 1 and transpose
+        has_rows = len(self.sizes) > 1
         modes = []
         for k, (col_stride, row_stride) in enumerate(zip(self.inner_strides,
                                                          self.row_strides())):
+            turned = transpose and has_rows and row_stride == 1 and abs(col_stride) != 1
             if k == OUT:  # written: never broadcast (validation refuses a self-overlapping out)
-                modes.append((TRANSPOSED if has_rows and row_stride == 1 and col_stride != 1
-                              else TILE).value)
+                modes.append((TRANSPOSED if turned else TILE).value)
             elif col_stride == 0:
                 modes.append((SCALAR if row_stride == 0 else ROW_VECTOR).value)
-            elif row_stride == 0 and len(self.sizes) > 1:
+            elif row_stride == 0 and has_rows:
                 modes.append(COL_VECTOR.value)
-            elif has_rows and row_stride == 1 and abs(col_stride) != 1:
-                modes.append(TRANSPOSED.value)
             else:
-                modes.append(TILE.value)
+                modes.append((TRANSPOSED if turned else TILE).value)
         return tuple(modes)
 
     @property
