@@ -86,7 +86,7 @@ def test_launcher_specialisations_are_block_transfers(case, access):
     assert "".join(result.access[name] for name in ascend_check.OPERANDS) == access
     # Bytes per output element: each operand's item size times the share of the tile it
     # moves: all of it when walked, one row or column of it when broadcast along the other.
-    _, plan = ascend_check._plan(case)
+    _, plan = ascend_check.plan_case(case)
     rows, cols = plan.tile
     share = {kernels.TILE.value: 1, kernels.TRANSPOSED.value: 1,
              kernels.ROW_VECTOR.value: 1 / cols, kernels.COL_VECTOR.value: 1 / rows}

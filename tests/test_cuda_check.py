@@ -75,10 +75,10 @@ def test_two_d_tiles_use_16_byte_vectors(layout, widths):
 
 def test_a_row_broadcast_operand_is_loaded_once_per_row():
     # target [N, 1] against [N, 4]: one [BLOCK_ROWS] vector per tile, not one value per element
-    tensors, plan = cuda_check._plan(Case("rows_of_4", F32, 1024, 8))
+    tensors, plan = cuda_check.plan_case(Case("rows_of_4", F32, 1024, 8))
     spec = triton_compat.specialise(plan.kernel, (*tensors, *plan.scalar_args), plan.constexprs,
                                     triton_compat.target("cuda", 90),
-                                    cuda_check._BACKEND.launch_options(plan.config))
+                                    cuda_check.GPU.launch_options(plan.config))
     ttir = triton_compat.compile(spec).asm["ttir"]
     block_rows, block_cols = plan.tile
     assert (block_rows, block_cols) == (256, 4)

@@ -239,7 +239,9 @@ def _default_block(layout_name: str, dtypes, negated: bool = False) -> int:
 
 # --- building and lowering ---------------------------------------------------------------
 
-def _plan(case: Case):
+def plan_case(case: Case):
+    """The case's five operands (meta tensors; the target's gradient last) and the launcher's
+    plan for them on an Atlas A2 with 48 vector cores."""
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
     backend = backends.DeviceBackend("npu", "Ascend910B3", VECTOR_CORES, False)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer,
@@ -426,7 +428,7 @@ def _lower_cached(ttir_text: str, spec, ttir, metadata) -> Tuple[str, str]:
 def check_case(case: Case, targets: Sequence[str]) -> Result:
     """Build, lower (for every target) and inspect one specialisation."""
     result = Result(case)
-    tensors, plan = _plan(case)
+    tensors, plan = plan_case(case)
     result.path = plan.path
     linalg = _lower_for(plan, tensors, targets, result)
     if linalg is None:

@@ -73,7 +73,7 @@ class Result:
 
 def default_config(layout_name: str, dtypes) -> configs.KernelConfig:
     """The config the launcher picks for this layout on a 132-SM GPU without a tuned table."""
-    tensors, plan = _plan(Case(layout_name, dtypes, 0, 0))
+    tensors, plan = plan_case(Case(layout_name, dtypes, 0, 0))
     return plan.config
 
 
@@ -103,15 +103,17 @@ def enumerate_cases(quick: bool) -> List[Case]:
 
 
 # A GPU as the launcher plans for it (its launch options included).
-_BACKEND = backends.DeviceBackend("cuda", "sm", SM_COUNT, True)
+GPU = backends.DeviceBackend("cuda", "sm", SM_COUNT, True)
 
 
-def _plan(case: Case):
+def plan_case(case: Case):
+    """The case's five operands (meta tensors; the target's gradient last) and the launcher's
+    plan for them on ``GPU`` (its default config where the case's block size is 0)."""
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
     config = (configs.KernelConfig(block_size=case.block_size, num_warps=case.num_warps)
               if case.block_size else None)
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    plan = launcher.plan_launch(*tensors, Reduction.MEAN, _BACKEND, config,
+    plan = launcher.plan_launch(*tensors, Reduction.MEAN, GPU, config,
                                 negated if case.negated else None)
     return (*tensors, negated), plan
 
@@ -216,7 +218,7 @@ def _width_label(bits: List[int]) -> str:
 
 def check_case(case: Case, archs: Sequence[int]) -> List[Result]:
     """Compile one specialisation for every architecture and inspect it."""
-    tensors, plan = _plan(case)
+    tensors, plan = plan_case(case)
     itemsizes = [t.element_size() for t in tensors]
     expected = sum(launcher.tile_operands(plan.layout, case.negated), ())
     results = []
@@ -226,7 +228,7 @@ def check_case(case: Case, archs: Sequence[int]) -> List[Result]:
         try:
             spec = triton_compat.specialise(plan.kernel, (*tensors, *plan.scalar_args),
                                             plan.constexprs, triton_compat.target("cuda", arch),
-                                            _BACKEND.launch_options(plan.config))
+                                            GPU.launch_options(plan.config))
             compiled = triton_compat.compile(spec)
             usage = ptxas_usage(compiled.asm["ptx"], arch)
         except Exception as error:  # a compile failure is a result, not a crash
