@@ -8,29 +8,27 @@ with ``scale = 2 / self.numel()`` for ``reduction="mean"`` and ``2`` otherwise. 
 loaded once in its own dtype, the arithmetic runs in fp32 (fp64 when a float64 tensor takes
 part), and the result is rounded once, when it is stored in the output's dtype.
 
-Iteration space (built by ``layout.py``): the output is ``num_rows`` rows of ``row_length``
-elements. The row is the innermost coalesced dimension; up to ``MAX_OUTER_DIMS`` outer
-dimensions enumerate the rows. Element ``(row, col)`` of operand ``t`` lives at
+Iteration space (built by ``layout.py``): the output's coalesced dimensions, innermost first,
+each operand with its own strides (0 where it is broadcast), so broadcasting, slicing and
+transposition need no copies.
 
-    row_offset(t, row) + col * inner_stride(t)
+Two thin entries share one gradient body (``_gradient``), so each launch pays only for the
+arguments its path uses. The grid is persistent: about one program per vector core (NPU) or a
+few per SM (CUDA), each looping over tiles ``pid, pid + num_programs, ...``. Offsets stay
+cheap past 2**31 elements: a tile's base is an int64 *scalar*, the per-lane part an int32
+vector (int64 vector arithmetic runs as scalar code on Ascend A2/A3).
 
-where ``row_offset`` sums ``index_d * stride_d(t)`` over the outer dimensions. A broadcast
-dimension has stride 0, so broadcasting, slicing and transposition need no copies.
-
-Work split: a tile is ``BLOCK_SIZE`` consecutive elements of one row. The grid is persistent:
-about one program per vector core (NPU) or a few per SM (CUDA), each looping over tiles
-``pid, pid + num_programs, ...``. Offsets stay cheap past 2**31 elements: the per-tile base is
-an int64 *scalar*, the per-lane part an int32 vector (int64 vector arithmetic runs as scalar
-code on Ascend A2/A3).
-
-Two thin entries share one tile body (``_gradient_tile``), so each launch pays only for the
-arguments its path uses:
 - ``mse_loss_backward_flat_kernel``: every operand contiguous over the whole output (or a
-  one-element grad_output): 8 runtime arguments. Full tiles are loaded without a mask, the
-  partial last tile with one, so 16-byte vector accesses never depend on the element count
-  (which is not specialised on: one compiled variant per tile size);
-- ``mse_loss_backward_strided_kernel``: rows with per-operand inner strides and up to
-  ``MAX_OUTER_DIMS`` outer dimensions.
+  one-element grad_output): 8 runtime arguments; a tile is ``BLOCK_SIZE`` consecutive
+  elements. Full tiles are loaded without a mask, the partial last tile with one, so 16-byte
+  vector accesses never depend on the element count (which is not specialised on: one
+  compiled variant per tile size).
+- ``mse_loss_backward_strided_kernel``: a tile is ``BLOCK_ROWS x BLOCK_COLS`` elements of the
+  two innermost dimensions; up to ``MAX_OUTER_DIMS - 1`` outer dimensions are peeled off the
+  tile index. Each operand is moved in its mode (``TILE``, ``ROW_VECTOR``, ``COL_VECTOR``,
+  ``SCALAR``, ``TRANSPOSED``: see below), so that every global transfer walks unit stride
+  where the operand has one; whole tiles are moved unmasked, partial edge tiles masked.
+
 Constexpr switches: ``SCALAR_GRAD`` loads the single ``grad_output`` element once per program;
 ``WRITE_NEGATED`` also stores the target's gradient (``-out``) in the same pass.
 """

@@ -397,8 +397,8 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         kernel = mse_loss_backward_strided_kernel
         modes = rows.tile_modes(config.transpose)
         transposed = transposed_operands(modes, negated_out is not None)
-        if kernels.TRANSPOSED.value not in rows.tile_modes():
-            config = replace(config, transpose=True)  # canonical where the knob changes nothing
+        if rows.path == "strided":  # nothing to turn: one canonical config, whatever the knob
+            config = replace(config, transpose=True)
         config = configs.fit_for_transposes(device_backend.kind, config, transposed)
         tile = tile_shape(rows, config.block_size, transposed > 0)
         scalar_args, strided_constexprs, num_tiles = _strided_arguments(rows, modes, tile)
