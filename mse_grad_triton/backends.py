@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import interpreter, triton_compat
+from . import generation, interpreter, triton_compat
 from .configs import KernelConfig
 
 # triton-ascend's ``tl.load(..., care_padding=False)`` skips filling masked lanes (they are never
@@ -120,21 +120,17 @@ class InterpretedBackend(DeviceBackend):
 
 _backends: Dict[torch.device, DeviceBackend] = {}
 _backends_lock = threading.Lock()
-# Bumped whenever the backend in force for a device changes, so that validated calls cached
-# by the launcher (which hold their backend) are dropped.
-generation = 0
 
 
 @contextlib.contextmanager
 def overridden(device: torch.device, backend: DeviceBackend) -> Iterator[DeviceBackend]:
     """Launch through ``backend`` for tensors on ``device`` inside the block (a stand-in that
     records or skips launches, for tests and host-overhead measurements)."""
-    global generation
     device = torch.device(device)
     with _backends_lock:
         previous = _backends.get(device)
         _backends[device] = backend
-        generation += 1
+    generation.bump()
     try:
         yield backend
     finally:
@@ -143,7 +139,7 @@ def overridden(device: torch.device, backend: DeviceBackend) -> Iterator[DeviceB
                 _backends.pop(device, None)
             else:
                 _backends[device] = previous
-            generation += 1
+        generation.bump()
 
 
 def backend_for(device: torch.device) -> DeviceBackend:

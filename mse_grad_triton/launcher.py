@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from . import backends, configs, kernels, layout, tables, triton_compat, validation
+from . import backends, configs, generation, kernels, layout, tables, triton_compat, validation
 from .kernels import MAX_OUTER_DIMS, mse_loss_backward_flat_kernel, mse_loss_backward_strided_kernel
 from .layout import Layout
 from .reduction import Reduction, gradient_scale, parse_reduction, scale_divisor
@@ -219,8 +219,7 @@ def _call(grad_output, self, target, reduction, out, policy, pair: bool) -> _Cal
     try:
         # What the checks and the plan depend on, in one flat tuple (the key costs more than
         # anything else on the host path: no nesting, each attribute read once).
-        key = (type(reduction), reduction, type(policy), policy, pair, tables.generation,
-               backends.generation,
+        key = (type(reduction), reduction, type(policy), policy, pair, generation.value,
                grad_output.shape, grad_output.stride(), grad_output.dtype, grad_output.device,
                self.shape, self.stride(), self.dtype, self.device,
                target.shape, target.stride(), target.dtype, target.device,
@@ -247,7 +246,7 @@ def launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
     ``negated_out`` (same shape and strides as ``out``) also receives ``-out``. Returns the
     plan."""
     operands = (grad_output, self, target, out, negated_out)
-    key = (device_backend, reduction_code, config, tables.generation,
+    key = (device_backend, reduction_code, config, generation.value,
            *((t.shape, t.stride(), t.dtype) if t is not None else None for t in operands))
     plan = _plans.get(key)
     if plan is None:
@@ -338,26 +337,36 @@ _native_preferred: Dict[tuple, bool] = {}
 def native_preferred(self: torch.Tensor, numel: int) -> bool:
     """Would ``backend="auto"`` run the native op for a result of ``numel`` elements with
     ``self``'s device and dtype (below a tuned crossover)? Cached; no checks."""
-    key = (self.device, self.dtype, numel, tables.generation, backends.generation)
+    key = (self.device, self.dtype, numel, generation.value)
     preferred = _native_preferred.get(key)
     if preferred is None:
-        if self.dtype not in validation.DTYPE_NAMES:
-            return False
-        try:
-            device_backend = backends.backend_for(self.device)
-        except ValueError:  # a device the kernel does not run on (meta): no crossover
-            return False
-        preferred = _remember(_native_preferred, key,
-                              _decide("auto", device_backend, self.dtype, numel)[0])
+        preferred = _remember(_native_preferred, key, numel < native_below(self))
     return preferred
+
+
+def native_below(self: torch.Tensor) -> int:
+    """The tuned crossover for ``self``'s device and dtype: below this many elements
+    ``backend="auto"`` runs the native op (0: never, e.g. where no table is in force)."""
+    if self.dtype not in validation.DTYPE_NAMES:
+        return 0
+    try:
+        device_backend = backends.backend_for(self.device)
+    except ValueError:  # a device the kernel does not run on (meta): no crossover
+        return 0
+    return _crossover(device_backend, self.dtype)[0]
+
+
+def _crossover(device_backend, dtype) -> Tuple[int, Optional[tables.TunedTable]]:
+    """The tuned crossover for a device and dtype (0: none), and the table it is from."""
+    table = tables.table_for(device_backend.device_name)
+    return (table.native_below.get(validation.DTYPE_NAMES[dtype], 0) if table else 0), table
 
 
 def _decide(policy: str, device_backend, dtype, numel: int) -> Tuple[bool, str]:
     """Native op or kernel, and why."""
     if policy != "auto":
         return policy == "native", f"backend={policy!r}"
-    table = tables.table_for(device_backend.device_name)
-    threshold = table.native_below.get(validation.DTYPE_NAMES[dtype], 0) if table else 0
+    threshold, table = _crossover(device_backend, dtype)
     if numel < threshold:
         return True, (f"{numel} elements < {threshold}, below which the native op is faster "
                       f"end to end ({table.file})")

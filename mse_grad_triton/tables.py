@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from . import generation
 from .configs import MAX_BLOCK_SIZE, TABLE_FIELDS, KernelConfig
 from .validation import DTYPES_BY_NAME
 
@@ -142,8 +143,6 @@ def parse_table(path: Path, device: str) -> TunedTable:
 
 _tables: Dict[str, Optional[TunedTable]] = {}
 _lock = threading.Lock()
-# Bumped whenever the tables in force may change, so that cached launch plans are dropped.
-generation = 0
 
 
 def table_for(device: str) -> Optional[TunedTable]:
@@ -165,18 +164,16 @@ def table_for(device: str) -> Optional[TunedTable]:
 def ignore(device: str) -> None:
     """Act as if ``device`` had no table until ``clear_cache`` (the tuner measures the built-in
     defaults)."""
-    global generation
     with _lock:
         _tables[device] = None
-        generation += 1
+    generation.bump()
 
 
 def clear_cache() -> None:
     """Forget loaded tables (after writing one, or changing $MSE_GRAD_TRITON_TUNE_DIR)."""
-    global generation
     with _lock:
         _tables.clear()
-        generation += 1
+    generation.bump()
 
 
 def _load_first(device: str) -> Tuple[Optional[TunedTable], List[str]]:
