@@ -14,9 +14,10 @@ Two measurements, each as medians of interleaved runs in one process, reported a
    Also the compiled variants over ``[B, 1000]`` float32, B = 1..256, per launch path.
 2. **A training step** (``loss = fn(x, y); loss.backward()`` on ``[64, 1]`` float32, with a
    tuned table whose crossover sends the backward to the native op, as it would on a device
-   with such a table): ``mgt.MSELoss``, stock ``torch.nn.MSELoss`` under ``mgt.enabled()``,
+   with such a table): ``mgt.MSELoss``, stock ``torch.nn.MSELoss`` under ``mgt.enabled()``
+   (the C++ override in front, where it builds), the same with the Python override alone,
    stock ``torch.nn.MSELoss`` alone, and stock under a bare Python override that only calls
-   PyTorch's kernel (what any Python-registered override costs: the floor for ``enabled()``).
+   PyTorch's kernel (what any Python-registered override costs: the Python override's floor).
 
 Writes ``host_path.json`` to --output (default bench/results/host) and prints a table.
 Figures depend on the host CPU; the ratios are what to compare.
@@ -29,6 +30,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -49,12 +51,16 @@ def interleaved_medians(fns: Dict[str, Callable[[], object]], calls: int, rounds
                         contexts: Optional[Dict[str, Callable[[], ContextManager]]] = None
                         ) -> Dict[str, float]:
     """Median microseconds per call of each function, over ``rounds`` rounds of ``calls``
-    back-to-back calls, the functions taking turns within each round (each inside its
-    ``contexts`` entry, entered outside the timed calls)."""
+    back-to-back calls, the functions taking turns within each round in a shuffled order (no
+    function always runs after the same one), each inside its ``contexts`` entry, entered
+    outside the timed calls."""
     contexts = contexts or {}
     samples: Dict[str, List[float]] = {name: [] for name in fns}
+    order, shuffle = list(fns), random.Random(0).shuffle
     for _ in range(rounds + 1):  # the first round warms up and is discarded
-        for name, fn in fns.items():
+        shuffle(order)
+        for name in order:
+            fn = fns[name]
             with contexts.get(name, contextlib.nullcontext)():
                 fn()
                 start = time.perf_counter()
@@ -176,7 +182,7 @@ def compiled_variants(batch_sizes) -> Dict[str, int]:
 def training_step(quick: bool) -> dict:
     """Microseconds per training step on [64, 1] float32, backward sent to the native op."""
     import mse_grad_triton as mgt
-    from mse_grad_triton import tables
+    from mse_grad_triton import cpp_override, tables
 
     with tempfile.TemporaryDirectory() as folder:
         # A crossover as a tuned table on a device with slow launches would record it.
@@ -200,9 +206,13 @@ def training_step(quick: bool) -> dict:
 
             fns = {"stock_MSELoss": step(stock), "mgt_MSELoss": step(ours),
                    "stock_MSELoss_under_enabled": step(stock),
+                   "stock_MSELoss_under_enabled_python_only": step(stock),
                    "stock_MSELoss_under_bare_override": step(stock)}
             contexts = {"stock_MSELoss_under_enabled": lambda: mgt.enabled(devices=("cpu",)),
+                        "stock_MSELoss_under_enabled_python_only": python_override_only,
                         "stock_MSELoss_under_bare_override": bare_python_override}
+            with mgt.enabled(devices=("cpu",)):  # builds the C++ override if need be
+                override = mgt.enabled_override("cpu")
             calls, rounds = (200, 5) if quick else (1000, 15)
             medians = interleaved_medians(fns, calls, rounds, contexts)
         finally:
@@ -213,7 +223,28 @@ def training_step(quick: bool) -> dict:
             tables.clear_cache()
     base = medians["stock_MSELoss"]
     return {"shape": [64, 1], "us": medians,
-            "ratio_to_stock": {k: v / base for k, v in medians.items()}}
+            "ratio_to_stock": {k: v / base for k, v in medians.items()},
+            "enabled_override": override,
+            "cpp_override_unavailable": cpp_override.why_unavailable()}
+
+
+@contextlib.contextmanager
+def python_override_only():
+    """``mgt.enabled()`` with its Python override alone, as where the C++ one cannot be
+    built."""
+    import mse_grad_triton as mgt
+    from mse_grad_triton import cpp_override
+
+    previous = os.environ.get(cpp_override.ENABLE_ENV)
+    os.environ[cpp_override.ENABLE_ENV] = "0"
+    try:
+        with mgt.enabled(devices=("cpu",)):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(cpp_override.ENABLE_ENV)
+        else:
+            os.environ[cpp_override.ENABLE_ENV] = previous
 
 
 @contextlib.contextmanager
@@ -270,15 +301,17 @@ def format_report(report: dict) -> str:
                      f"stubbed ({launch['launches_counted']} launches counted, "
                      f"{launch['launches_expected']} expected):")
         for name, us in launch["us"].items():
-            lines.append(f"  {name:<34} {us:8.2f} us  {launch['ratio_to_aten'][name]:5.2f}x "
+            lines.append(f"  {name:<40} {us:8.2f} us  {launch['ratio_to_aten'][name]:5.2f}x "
                          "ATen's whole call")
         lines.append("  compiled variants over [B, 1000] float32, B = 1..256: " + ", ".join(
             f"{path} {count}" for path, count in launch["compiled_variants"].items()))
     step = report["training_step"]
     lines.append("training step, [64, 1] float32, backward below the tuned crossover "
-                 "(native op):")
+                 f"(native op); enabled() installs the {step['enabled_override']} override"
+                 + (f" ({step['cpp_override_unavailable']})"
+                    if step["cpp_override_unavailable"] else "") + ":")
     for name, us in step["us"].items():
-        lines.append(f"  {name:<34} {us:8.2f} us  {step['ratio_to_stock'][name]:5.2f}x stock")
+        lines.append(f"  {name:<40} {us:8.2f} us  {step['ratio_to_stock'][name]:5.2f}x stock")
     return "\n".join(lines)
 
 

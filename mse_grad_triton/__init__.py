@@ -9,8 +9,16 @@ kernel), the ``torch.ops.mse_grad_triton`` ops, or ``enable()`` for unmodified c
 """
 
 from .launcher import explain, mse_loss_backward, mse_loss_backward_pair
-from .torch_ops import MSELoss, disable, enable, enabled, enabled_devices, mse_loss
+from .torch_ops import (
+    MSELoss,
+    disable,
+    enable,
+    enabled,
+    enabled_devices,
+    enabled_override,
+    mse_loss,
+)
 
-__all__ = ["MSELoss", "disable", "enable", "enabled", "enabled_devices", "explain",
-           "mse_loss", "mse_loss_backward", "mse_loss_backward_pair"]
+__all__ = ["MSELoss", "disable", "enable", "enabled", "enabled_devices", "enabled_override",
+           "explain", "mse_loss", "mse_loss_backward", "mse_loss_backward_pair"]
 __version__ = "0.1.0"

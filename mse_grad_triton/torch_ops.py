@@ -22,12 +22,13 @@ import contextlib
 import threading
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from . import launcher, validation
+from . import cpp_override, launcher, validation
 from .reduction import gradient_scale, parse_reduction
 
 _SCHEMA_ARGS = "(Tensor grad_output, Tensor self, Tensor target, int reduction)"
@@ -286,10 +287,38 @@ class MSELoss(torch.nn.MSELoss):
 
 
 # --- making stock PyTorch use the kernel --------------------------------------------------
+#
+# enable() overrides aten::mse_loss_backward and its out variant per dispatch key. In front of
+# the functional one goes the C++ override (cpp_override) where it builds: it runs PyTorch's
+# kernel below the crossover itself and hands every other call to the Python override below,
+# registered as mse_grad_triton::enabled_mse_loss_backward. Without it the Python override is
+# aten::mse_loss_backward itself.
 
 DISPATCH_KEYS = {"npu": "PrivateUse1", "cuda": "CUDA", "cpu": "CPU"}
-_override: Optional[torch.library.Library] = None
-_override_devices: Tuple[str, ...] = ()      # the devices the installed override covers
+
+torch.library.define("mse_grad_triton::enabled_mse_loss_backward", _SCHEMA_ARGS + " -> Tensor")
+torch.library.define("mse_grad_triton::native_below", "(Tensor self) -> int")
+torch.library.impl("mse_grad_triton::native_below", "CompositeExplicitAutograd",
+                   launcher.native_below)
+
+
+@dataclass
+class _Override:
+    """What ``enable()`` installed: for ``devices``, Python kernels in ``libraries`` and the
+    C++ override for ``cpp_keys``."""
+
+    devices: Tuple[str, ...] = ()
+    libraries: Tuple[torch.library.Library, ...] = ()
+    cpp_keys: Tuple[str, ...] = ()
+
+    def remove(self) -> None:
+        for key in self.cpp_keys:
+            cpp_override.remove(key)
+        for library in self.libraries:
+            library._destroy()
+
+
+_override = _Override()
 _enabled_devices: Tuple[str, ...] = ()       # set by enable() / disable()
 _active_blocks: Counter = Counter()          # device -> enabled() blocks active on it
 _override_lock = threading.RLock()
@@ -355,24 +384,36 @@ def _check_devices(devices: Sequence[str]) -> Tuple[str, ...]:
 def _apply() -> None:
     """Install the override for the devices enabled now (by ``enable`` or by any active
     ``enabled`` block), if that set changed. Called with the lock held."""
-    global _override, _override_devices
+    global _override
     wanted = tuple(d for d in DISPATCH_KEYS
                    if d in _enabled_devices or _active_blocks[d] > 0)
-    if wanted == _override_devices:
+    if wanted == _override.devices:
         return
-    if _override is not None:
-        _override._destroy()
-        _override, _override_devices = None, ()
-    if not wanted:
-        return
-    library = torch.library.Library("aten", "IMPL")
+    _override.remove()
+    _override = _Override()
+    if wanted:
+        _override = _install(wanted)
+
+
+def _install(devices: Tuple[str, ...]) -> _Override:
+    aten = torch.library.Library("aten", "IMPL")
+    ours = torch.library.Library("mse_grad_triton", "IMPL")
+    cpp_keys = []
+    use_cpp = cpp_override.available()
     with warnings.catch_warnings():  # "Overriding a previously registered kernel"
         warnings.simplefilter("ignore", UserWarning)
-        for device in wanted:
-            kernel, kernel_out = _overrides(DISPATCH_KEYS[device])
-            library.impl("mse_loss_backward", kernel, DISPATCH_KEYS[device])
-            library.impl("mse_loss_backward.grad_input", kernel_out, DISPATCH_KEYS[device])
-    _override, _override_devices = library, wanted
+        for device in devices:
+            key = DISPATCH_KEYS[device]
+            kernel, kernel_out = _overrides(key)
+            # In this order: the C++ override reads PyTorch's out= kernel before the Python
+            # one replaces it, and finds the Python kernel it hands calls to already there.
+            ours.impl("enabled_mse_loss_backward", kernel, key)
+            if use_cpp and cpp_override.install(key):
+                cpp_keys.append(key)
+            else:
+                aten.impl("mse_loss_backward", kernel, key)
+            aten.impl("mse_loss_backward.grad_input", kernel_out, key)
+    return _Override(devices, (aten, ours), tuple(cpp_keys))
 
 
 def enable(devices: Sequence[str] = ("npu", "cuda")) -> None:
@@ -399,7 +440,17 @@ def disable() -> None:
 
 def enabled_devices() -> Tuple[str, ...]:
     """The devices on which ``aten::mse_loss_backward`` currently runs this kernel."""
-    return _override_devices
+    return _override.devices
+
+
+def enabled_override(device: str) -> Optional[str]:
+    """Which override runs ``aten::mse_loss_backward`` on ``device``: ``"c++"`` (the C++
+    override, handing calls above the crossover to the Python one), ``"python"``, or None
+    where it is not enabled."""
+    with _override_lock:
+        if device not in _override.devices:
+            return None
+        return "c++" if DISPATCH_KEYS[device] in _override.cpp_keys else "python"
 
 
 @contextlib.contextmanager

@@ -1,12 +1,13 @@
 """Shared fixtures, and markers for tests that need a device (skipped where there is none)."""
 
 import dataclasses
+import json
 from typing import List, Tuple
 
 import pytest
 import torch
 
-from mse_grad_triton import backends, tables
+from mse_grad_triton import backends, cpp_override, tables
 
 
 def _npu_available() -> bool:
@@ -40,6 +41,33 @@ def fresh_tables(monkeypatch):
     tables.clear_cache()
     yield
     tables.clear_cache()
+
+
+@pytest.fixture
+def tuned_crossover(tmp_path, monkeypatch, fresh_tables):
+    """``tuned_crossover({"float32": n, ...})`` puts a CPU table with these crossovers (the
+    native op below n elements) in force, as a tuned table on a device would."""
+    def put(native_below):
+        folder = tmp_path / f"tables{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        (folder / "cpu.json").write_text(json.dumps({
+            "format": tables.FORMAT, "device": "cpu", "entries": [],
+            "native_below": native_below}))
+        monkeypatch.setenv(tables.TUNE_DIR_ENV, str(folder))
+        tables.clear_cache()
+
+    return put
+
+
+@pytest.fixture(params=["c++", "python"])
+def override(request, monkeypatch):
+    """Which override ``enable()`` installs in the test: the C++ one in front of the Python
+    one (skipped, with the reason, where it cannot be built) or the Python one alone."""
+    if request.param == "python":
+        monkeypatch.setenv(cpp_override.ENABLE_ENV, "0")
+    elif not cpp_override.available():
+        pytest.skip(f"the C++ override is unavailable: {cpp_override.why_unavailable()}")
+    return request.param
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,8 +42,10 @@ def test_results_hold_every_field_and_every_row_is_correct(quick_run):
     assert data["copy_bandwidth_gbps"] > 0
     step = data["host_path"]["training_step"]
     assert set(step["us"]) == {"stock_MSELoss", "mgt_MSELoss", "stock_MSELoss_under_enabled",
+                                "stock_MSELoss_under_enabled_python_only",
                                 "stock_MSELoss_under_bare_override"}
     assert all(us > 0 for us in step["us"].values())
+    assert step["enabled_override"] == ("python" if step["cpp_override_unavailable"] else "c++")
     rows = data["rows"]
     assert {r["provider"] for r in rows} == {"triton", "auto", "native"}
     assert {r["case"] for r in rows} == set(bench.CASES)

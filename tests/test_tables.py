@@ -97,7 +97,8 @@ def test_defaults_without_any_table():
 
 def test_shipped_tables_are_in_a_wheel_install(tmp_path):
     # Build a wheel from a copy of the sources with one table added, install it (not editable)
-    # into a folder, and look the table up from there.
+    # into a folder, and look the table up from there (and the C++ override's source, the
+    # other file that is not Python).
     source = tmp_path / "src"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
         ".venv", ".git", "*.egg-info", "build", "__pycache__", ".pytest_cache"))
@@ -111,13 +112,14 @@ def test_shipped_tables_are_in_a_wheel_install(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                     str(target), str(wheel)], check=True, capture_output=True)
     code = ("from mse_grad_triton import tables; t = tables.table_for('Shipped_Test_Device'); "
-            "print(t.file); print(t.config_for('float32', 'flat', 1024).block_size)")
+            "print(t.file); print(t.config_for('float32', 'flat', 1024).block_size); "
+            "from mse_grad_triton import cpp_override; print(cpp_override.SOURCE.is_file())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    file, block = result.stdout.split()
-    assert file.startswith(str(target)) and block == "256"
+    file, block, cpp_source = result.stdout.split()
+    assert file.startswith(str(target)) and block == "256" and cpp_source == "True"
 
 
 # --- the UB formula prunes candidates; defaults fit ----------------------------------------

@@ -48,17 +48,23 @@ def _train(loss_fn, steps=20, seed=0):
     return prediction_grads, [p.detach().clone() for p in model.parameters()], inputs, targets
 
 
-@pytest.mark.parametrize("how", ["module", "functional", "enable"])
+@pytest.mark.parametrize("how", ["module", "functional"])
 def test_training_matches_stock_pytorch(how, launches):
-    stock_grads, stock_params, _, _ = _train(torch.nn.MSELoss())
-    if how == "module":
-        ours = _train(mgt.MSELoss())
-    elif how == "functional":
-        ours = _train(lambda p, t: mgt.mse_loss(p, t))
-    else:
+    loss_fn = mgt.MSELoss() if how == "module" else (lambda p, t: mgt.mse_loss(p, t))
+    _assert_trains_like_stock(launches, lambda: _train(loss_fn))
+
+
+def test_stock_training_under_enable_matches_stock_pytorch(launches, override):
+    def train():
         with mgt.enabled(devices=("cpu",)):
-            ours = _train(torch.nn.MSELoss())
-    our_grads, our_params, _, _ = ours
+            return _train(torch.nn.MSELoss())
+
+    _assert_trains_like_stock(launches, train)
+
+
+def _assert_trains_like_stock(launches, train):
+    stock_grads, stock_params, _, _ = _train(torch.nn.MSELoss())
+    our_grads, our_params, _, _ = train()
     assert len(launches) == 20  # every backward ran the kernel
     for stock, mine in zip(stock_grads, our_grads):
         assert_ulp_close(mine, stock.double())  # fp32: within 4 ULP of PyTorch's
@@ -253,18 +259,19 @@ def _stock_backward_runs_kernel(launches) -> bool:
     return len(launches) > before
 
 
-def test_enable_disable_and_enable_twice(launches):
+def test_enable_disable_and_enable_twice(launches, override):
     assert not _stock_backward_runs_kernel(launches)
     mgt.enable(devices=("cpu",))
     mgt.enable(devices=("cpu",))  # harmless
     assert mgt.enabled_devices() == ("cpu",)
+    assert mgt.enabled_override("cpu") == override and mgt.enabled_override("cuda") is None
     assert _stock_backward_runs_kernel(launches)
     out = torch.empty(4, 5)
     torch.ops.aten.mse_loss_backward.grad_input(torch.tensor(1.0), torch.ones(4, 5),
                                                 torch.zeros(4, 5), 2, grad_input=out)
     assert _writes_both(launches)[-1] is False and bool((out == 2).all())
     mgt.disable()
-    assert mgt.enabled_devices() == ()
+    assert mgt.enabled_devices() == () and mgt.enabled_override("cpu") is None
     assert not _stock_backward_runs_kernel(launches)
 
 
@@ -282,15 +289,8 @@ def test_default_enable_leaves_cpu_alone(launches):
     assert not _stock_backward_runs_kernel(launches)
 
 
-def test_enable_honours_the_tuned_crossover(launches, tmp_path, monkeypatch, fresh_tables):
-    import json
-
-    from mse_grad_triton import tables
-    (tmp_path / "cpu.json").write_text(json.dumps({
-        "format": tables.FORMAT, "device": "cpu", "entries": [],
-        "native_below": {"float32": 100}}))
-    monkeypatch.setenv(tables.TUNE_DIR_ENV, str(tmp_path))
-    tables.clear_cache()
+def test_enable_honours_the_tuned_crossover(launches, tuned_crossover, override):
+    tuned_crossover({"float32": 100})
     with mgt.enabled(devices=("cpu",)):
         small = make([64, 1], torch.float32, 1).requires_grad_()
         torch.nn.MSELoss()(small, make([64, 1], torch.float32, 2)).backward()
@@ -333,7 +333,7 @@ def test_concurrent_backward_passes():
         assert_ulp_close(x.grad, 2 * (x.detach() - y).double())
 
 
-def test_enabled_blocks_compose_across_threads(launches):
+def test_enabled_blocks_compose_across_threads(launches, override):
     import threading
     a_entered, b_entered, a_left, b_checked = (threading.Event() for _ in range(4))
     seen = {}
@@ -371,7 +371,7 @@ def test_an_integer_target_promotes_like_stock():
     torch.testing.assert_close(ours.grad, stock.grad)
 
 
-def test_under_enable_the_out_variant_resizes_like_aten():
+def test_under_enable_the_out_variant_resizes_like_aten(override):
     grad, x, y = torch.tensor(1.0), make([3, 4], torch.float32, 1), make([3, 4], torch.float32, 2)
     expected = torch.ops.aten.mse_loss_backward(grad, x, y, 1)
     with mgt.enabled(devices=("cpu",)):
@@ -385,16 +385,8 @@ def test_under_enable_the_out_variant_resizes_like_aten():
         torch.testing.assert_close(wrong, expected)
 
 
-def test_below_the_crossover_the_eager_loss_is_atens_own(launches, tmp_path, monkeypatch,
-                                                          fresh_tables):
-    import json
-
-    from mse_grad_triton import tables
-    (tmp_path / "cpu.json").write_text(json.dumps({
-        "format": tables.FORMAT, "device": "cpu", "entries": [],
-        "native_below": {"float32": 100}}))
-    monkeypatch.setenv(tables.TUNE_DIR_ENV, str(tmp_path))
-    tables.clear_cache()
+def test_below_the_crossover_the_eager_loss_is_atens_own(launches, tuned_crossover):
+    tuned_crossover({"float32": 100})
     small, target = make([64, 1], torch.float32, 1), make([64, 1], torch.float32, 2)
     ours, stock = small.clone().requires_grad_(), small.clone().requires_grad_()
     loss = mgt.MSELoss()(ours, target)
