@@ -45,13 +45,15 @@ def fresh_tables(monkeypatch):
 
 @pytest.fixture
 def tuned_crossover(tmp_path, monkeypatch, fresh_tables):
-    """``tuned_crossover({"float32": n, ...})`` puts a CPU table with these crossovers (the
-    native op below n elements) in force, as a tuned table on a device would."""
-    def put(native_below):
+    """``tuned_crossover({"float32": n, ...}, device="cpu")`` puts a table with these
+    crossovers (the native op below n elements) in force for ``device``, as a tuned table
+    would."""
+    def put(native_below, device="cpu"):
+        name = backends.backend_for(torch.device(device)).device_name
         folder = tmp_path / f"tables{len(list(tmp_path.iterdir()))}"
         folder.mkdir()
-        (folder / "cpu.json").write_text(json.dumps({
-            "format": tables.FORMAT, "device": "cpu", "entries": [],
+        (folder / f"{name}.json").write_text(json.dumps({
+            "format": tables.FORMAT, "device": name, "entries": [],
             "native_below": native_below}))
         monkeypatch.setenv(tables.TUNE_DIR_ENV, str(folder))
         tables.clear_cache()

@@ -9,6 +9,7 @@ import pytest
 import torch
 from cases import DTYPES, LAYOUTS, REDUCTIONS
 
+import mse_grad_triton as mgt
 from mse_grad_triton import mse_loss_backward
 from mse_grad_triton.reduction import parse_reduction
 from mse_grad_triton.testing import (
@@ -61,6 +62,27 @@ def test_deterministic(device):
     grad, self, target = LAYOUTS["broadcast_target"](torch.bfloat16, device)
     first = mse_loss_backward(grad, self, target, "none")
     assert torch.equal(first, mse_loss_backward(grad, self, target, "none"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("native_below", [0, 1 << 20], ids=["kernel", "native_op"])
+def test_stock_training_under_enable(device, native_below, override, tuned_crossover):
+    # Either side of the crossover, through the C++ override and through the Python one.
+    tuned_crossover({"float32": native_below}, device=device)
+    x = make([64, 1], torch.float32, 1, device=device).requires_grad_()
+    y = make([64, 1], torch.float32, 2, device=device)
+    torch.nn.MSELoss()(x, y).backward()
+    stock, x.grad = x.grad.clone(), None
+    try:
+        with mgt.enabled(devices=(device,)):
+            assert mgt.enabled_override(device) == override
+            torch.nn.MSELoss()(x, y).backward()
+    finally:
+        mgt.disable()
+    if native_below:
+        assert torch.equal(x.grad, stock)
+    else:
+        assert_ulp_close(x.grad.cpu(), stock.cpu().double())
 
 
 def _free_bytes(device: str) -> int:
