@@ -23,7 +23,7 @@ import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -390,30 +390,45 @@ def _apply() -> None:
     if wanted == _override.devices:
         return
     _override.remove()
-    _override = _Override()
+    _override = _Override()  # consistent even if installing fails
     if wanted:
         _override = _install(wanted)
 
 
+def _apply_or_undo(undo: Callable[[], None]) -> None:
+    """``_apply()``; where that fails, ``undo()`` the request and put back what was in force."""
+    try:
+        _apply()
+    except BaseException:
+        undo()
+        _apply()
+        raise
+
+
 def _install(devices: Tuple[str, ...]) -> _Override:
-    aten = torch.library.Library("aten", "IMPL")
-    ours = torch.library.Library("mse_grad_triton", "IMPL")
-    cpp_keys = []
+    """Register the override for ``devices`` (each device's dispatch key); on failure, none."""
+    installed = _Override(devices, (torch.library.Library("aten", "IMPL"),
+                                    torch.library.Library("mse_grad_triton", "IMPL")))
+    aten, ours = installed.libraries
     use_cpp = cpp_override.available()
-    with warnings.catch_warnings():  # "Overriding a previously registered kernel"
-        warnings.simplefilter("ignore", UserWarning)
-        for device in devices:
-            key = DISPATCH_KEYS[device]
-            kernel, kernel_out = _overrides(key)
-            # In this order: the C++ override reads PyTorch's out= kernel before the Python
-            # one replaces it, and finds the Python kernel it hands calls to already there.
-            ours.impl("enabled_mse_loss_backward", kernel, key)
-            if use_cpp and cpp_override.install(key):
-                cpp_keys.append(key)
-            else:
-                aten.impl("mse_loss_backward", kernel, key)
-            aten.impl("mse_loss_backward.grad_input", kernel_out, key)
-    return _Override(devices, (aten, ours), tuple(cpp_keys))
+    try:
+        with warnings.catch_warnings():  # "Overriding a previously registered kernel"
+            warnings.simplefilter("ignore", UserWarning)
+            for device in devices:
+                key = DISPATCH_KEYS[device]
+                kernel, kernel_out = _overrides(key)
+                # In this order: the C++ override reads PyTorch's out= kernel before the
+                # Python one replaces it, and finds the Python kernel it hands calls to there.
+                ours.impl("enabled_mse_loss_backward", kernel, key)
+                if use_cpp and cpp_override.install(key):
+                    installed.cpp_keys += (key,)
+                else:
+                    aten.impl("mse_loss_backward", kernel, key)
+                aten.impl("mse_loss_backward.grad_input", kernel_out, key)
+    except BaseException:
+        installed.remove()
+        raise
+    return installed
 
 
 def enable(devices: Sequence[str] = ("npu", "cuda")) -> None:
@@ -425,8 +440,13 @@ def enable(devices: Sequence[str] = ("npu", "cuda")) -> None:
     global _enabled_devices
     devices = _check_devices(devices)
     with _override_lock:
-        _enabled_devices = devices
-        _apply()
+        previous, _enabled_devices = _enabled_devices, devices
+
+        def undo():
+            global _enabled_devices
+            _enabled_devices = previous
+
+        _apply_or_undo(undo)
 
 
 def disable() -> None:
@@ -461,7 +481,7 @@ def enabled(devices: Sequence[str] = ("npu", "cuda")) -> Iterator[None]:
     devices = _check_devices(devices)
     with _override_lock:
         _active_blocks.update(devices)
-        _apply()
+        _apply_or_undo(lambda: _active_blocks.subtract(devices))
     try:
         yield
     finally:

@@ -123,3 +123,21 @@ print(x.grad.tolist())
     override, warnings_seen, grad = run.stdout.split("\n")[:3]
     assert (override, warnings_seen) == ("python", "1")
     assert grad == str([torch.tensor(2 / 3).item()] * 3)  # float32
+
+
+def test_a_failed_install_leaves_pytorch_as_it_was(cpp, recorded_launches, monkeypatch):
+    def fails(dispatch_key):
+        raise RuntimeError("install failed")
+
+    monkeypatch.setattr(cpp_override, "install", fails)
+    with pytest.raises(RuntimeError, match="install failed"):
+        mgt.enable(devices=("cpu",))
+    with pytest.raises(RuntimeError, match="install failed"), mgt.enabled(devices=("cpu",)):
+        pass
+    assert mgt.enabled_devices() == () and mgt.enabled_override("cpu") is None
+    x = make([4, 5], torch.float32, 1).requires_grad_()
+    torch.nn.MSELoss()(x, make([4, 5], torch.float32, 2)).backward()
+    assert len(recorded_launches) == 0  # PyTorch's own kernels, the Python ones removed too
+    monkeypatch.undo()
+    with mgt.enabled(devices=("cuda",)):  # the failed requests for the CPU left nothing behind
+        assert mgt.enabled_devices() == ("cuda",)
