@@ -40,6 +40,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Callable, ContextManager, Dict, List, Optional
+from unittest import mock
 
 import torch
 
@@ -235,16 +236,9 @@ def python_override_only():
     import mse_grad_triton as mgt
     from mse_grad_triton import cpp_override
 
-    previous = os.environ.get(cpp_override.ENABLE_ENV)
-    os.environ[cpp_override.ENABLE_ENV] = "0"
-    try:
-        with mgt.enabled(devices=("cpu",)):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop(cpp_override.ENABLE_ENV)
-        else:
-            os.environ[cpp_override.ENABLE_ENV] = previous
+    with mock.patch.dict(os.environ, {cpp_override.ENABLE_ENV: "0"}), \
+            mgt.enabled(devices=("cpu",)):
+        yield
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ crossover), where a Python override adds its own call and a boxed one into PyTor
 Every other call goes on to the Python override.
 
 Built at first use by PyTorch's extension builder (``torch.utils.cpp_extension``: a C++
-compiler and ninja; about 30 s, once per PyTorch installation), cached under
+compiler and ninja; 20–30 s, once per PyTorch installation), cached under
 ``$MSE_GRAD_TRITON_CACHE_DIR`` (default ``~/.cache/mse_grad_triton``). Where it cannot be built
 ``enable()`` warns once and installs the Python override alone; ``MSE_GRAD_TRITON_CPP_OVERRIDE=0``
 chooses that without trying.
