@@ -31,6 +31,11 @@ from .configs import KernelConfig
 TRITON_HAS_CARE_PADDING = "care_padding" in inspect.signature(tl.load).parameters
 
 
+# Whether the kernel computes in float64 on each device kind (Ascend's vector units have no
+# float64 arithmetic; aclnnMseLossBackward refuses it too).
+SUPPORTS_FP64 = {"npu": False, "cuda": True, "cpu": True}
+
+
 @dataclass(frozen=True)
 class DeviceBackend:
     """A device's properties for planning a launch; subclasses launch."""
@@ -166,7 +171,8 @@ def _make_backend(device: torch.device) -> DeviceBackend:
         properties = triton.runtime.driver.active.utils.get_device_properties(device.index)
         name = normalise_device_name(torch.npu.get_device_name(device.index))
         switch = torch.npu.current_device if torch.npu.device_count() > 1 else None
-        return CompiledBackend("npu", name, properties["num_vectorcore"], False, device,
+        return CompiledBackend("npu", name, properties["num_vectorcore"],
+                               SUPPORTS_FP64["npu"], device,
                                switch, lambda: torch.npu.device(device))
     if device.type == "cuda":
         device = torch.device("cuda", device.index if device.index is not None
@@ -174,10 +180,10 @@ def _make_backend(device: torch.device) -> DeviceBackend:
         properties = torch.cuda.get_device_properties(device)
         switch = torch.cuda.current_device if torch.cuda.device_count() > 1 else None
         return CompiledBackend("cuda", normalise_device_name(properties.name),
-                               properties.multi_processor_count, True, device,
+                               properties.multi_processor_count, SUPPORTS_FP64["cuda"], device,
                                switch, lambda: torch.cuda.device(device))
     if device.type == "cpu":
-        return InterpretedBackend("cpu", "cpu", os.cpu_count() or 1, True)
+        return InterpretedBackend("cpu", "cpu", os.cpu_count() or 1, SUPPORTS_FP64["cpu"])
     raise ValueError(f"tensors on {device.type} devices are not supported "
                      "(supported: npu, cuda, cpu)")
 

@@ -21,14 +21,18 @@ def parse_reduction(reduction: Union[int, str]) -> Reduction:
     """The reduction from torch's code or its name (``"none"``, ``"mean"``, ``"sum"``);
     ``ValueError`` otherwise. ATen treats any other integer as ``sum``; aclnn refuses it, and
     so do we."""
+    known = _BY_CODE.get(reduction) if type(reduction) in (int, Reduction) else None
+    if known is not None:  # the common case first: every call under enable() checks
+        return known
     if isinstance(reduction, str) and reduction.upper() in Reduction.__members__ \
             and reduction.islower():
         return Reduction[reduction.upper()]
-    if type(reduction) in (int, Reduction) and reduction in iter(Reduction):
-        return Reduction(reduction)
     raise ValueError(
         f"reduction must be 0, 1, 2 or one of 'none', 'mean', 'sum'; got {reduction!r}"
     )
+
+
+_BY_CODE = {int(code): code for code in Reduction}
 
 
 def gradient_scale(reduction: int, numel_self: int) -> float:

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from . import cpp_override, launcher, validation
+from . import backends, cpp_override, launcher, validation
 from .reduction import gradient_scale, parse_reduction
 
 _SCHEMA_ARGS = "(Tensor grad_output, Tensor self, Tensor target, int reduction)"
@@ -295,6 +295,7 @@ class MSELoss(torch.nn.MSELoss):
 # aten::mse_loss_backward itself.
 
 DISPATCH_KEYS = {"npu": "PrivateUse1", "cuda": "CUDA", "cpu": "CPU"}
+_DEVICES_BY_KEY = {key: device for device, key in DISPATCH_KEYS.items()}
 
 torch.library.define("mse_grad_triton::enabled_mse_loss_backward", _SCHEMA_ARGS + " -> Tensor")
 torch.library.define("mse_grad_triton::native_below", "(Tensor self) -> int")
@@ -326,36 +327,60 @@ _override_lock = threading.RLock()
 
 def _overrides(dispatch_key: str):
     """``aten::mse_loss_backward`` and its out variant for one dispatch key: this kernel, or
-    below the tuned crossover PyTorch's own kernel for that key (fetched now, before the
-    override is installed, so that it is never the override itself)."""
+    PyTorch's own kernel for that key (fetched now, before the override is installed, so that
+    it is never the override itself) below the tuned crossover and for dtypes the kernel does
+    not read there (an integer or bool target, float64 on an NPU: PyTorch promotes them).
+    A reduction code other than 0, 1, 2 raises before either runs."""
     keyset = torch._C.DispatchKeySet(dispatch_key)
-    try:
-        # The out= kernel: PyTorch's functional one re-dispatches to it, which would reach the
-        # override of the out variant again.
-        stock = torch.library.get_kernel("aten::mse_loss_backward.grad_input", dispatch_key)
-    except RuntimeError:  # PyTorch has none for this device here (e.g. CPU-only build)
-        stock = None
+    # The out= kernel: PyTorch's functional one re-dispatches to it, which would reach the
+    # override of the out variant again.
+    stock = _stock_kernel("aten::mse_loss_backward.grad_input", dispatch_key)
+    stock_functional = _stock_kernel("aten::mse_loss_backward", dispatch_key)
     policy = "auto" if stock is not None else "triton"
+    kernel_dtypes = _KERNEL_DTYPES if backends.SUPPORTS_FP64[_DEVICES_BY_KEY[dispatch_key]] \
+        else _KERNEL_DTYPES - {torch.float64}
 
     def native(grad_output, self, target, reduction, out):
         return stock.call_boxed(keyset, grad_output, self, target, reduction, grad_input=out)
 
     def mse_loss_backward(grad_output, self, target, reduction):
-        # Below the crossover, as the training step calls it (gradient of self's shape): the
-        # stock kernel at once, which checks its own arguments (a cheaper key than _run's).
-        if (stock is not None and self.shape == target.shape
-                and (grad_output.dim() == 0 or grad_output.shape == self.shape)
-                and launcher.native_preferred(self, self.numel())):
-            return stock.call_boxed(keyset, grad_output, self, target, reduction, grad_input=(
-                torch.empty_like(self, memory_format=torch.contiguous_format)))
+        parse_reduction(reduction)
+        if stock is not None:
+            if stock_functional is not None and not (
+                    grad_output.dtype in kernel_dtypes and self.dtype in kernel_dtypes
+                    and target.dtype in kernel_dtypes):
+                # Stock's own functional kernel; it calls the out variant, which hands such
+                # dtypes on too.
+                return stock_functional.call_boxed(keyset, grad_output, self, target, reduction)
+            # Below the crossover, as the training step calls it (gradient of self's shape):
+            # the stock kernel at once, which checks its own arguments (a cheaper key than
+            # _run's).
+            if (self.shape == target.shape
+                    and (grad_output.dim() == 0 or grad_output.shape == self.shape)
+                    and launcher.native_preferred(self, self.numel())):
+                return native(grad_output, self, target, reduction,
+                              torch.empty_like(self, memory_format=torch.contiguous_format))
         return launcher._run(grad_output, self, target, reduction, None, policy, native)
 
     def mse_loss_backward_out(grad_output, self, target, reduction, *, grad_input):
+        parse_reduction(reduction)
+        if stock is not None and not all(t.dtype in kernel_dtypes for t in (
+                grad_output, self, target, grad_input)):
+            return native(grad_output, self, target, reduction, grad_input)
         _resize_output(grad_input, torch.broadcast_shapes(grad_output.shape, self.shape,
                                                           target.shape))
         return launcher._run(grad_output, self, target, reduction, grad_input, policy, native)
 
     return mse_loss_backward, mse_loss_backward_out
+
+
+def _stock_kernel(op: str, dispatch_key: str):
+    """PyTorch's kernel of ``op`` for ``dispatch_key``, or None where it has none (e.g. CUDA
+    in a CPU-only build)."""
+    try:
+        return torch.library.get_kernel(op, dispatch_key)
+    except RuntimeError:
+        return None
 
 
 def _resize_output(out: Tensor, shape: torch.Size) -> None:
@@ -439,6 +464,7 @@ def enable(devices: Sequence[str] = ("npu", "cuda")) -> None:
     Calling it again replaces the previous set of devices (``enabled`` blocks keep theirs)."""
     global _enabled_devices
     devices = _check_devices(devices)
+    cpp_override.available()  # a first build, outside the lock that enabled_override() takes
     with _override_lock:
         previous, _enabled_devices = _enabled_devices, devices
 
@@ -479,6 +505,7 @@ def enabled(devices: Sequence[str] = ("npu", "cuda")) -> Iterator[None]:
     inside any active block its devices are on; when every block has ended, what ``enable``
     and ``disable`` set is in force again."""
     devices = _check_devices(devices)
+    cpp_override.available()  # a first build, outside the lock that enabled_override() takes
     with _override_lock:
         _active_blocks.update(devices)
         _apply_or_undo(lambda: _active_blocks.subtract(devices))

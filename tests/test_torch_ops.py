@@ -397,3 +397,89 @@ def test_below_the_crossover_the_eager_loss_is_atens_own(launches, tuned_crossov
     large = make([20, 10], torch.float32, 3).requires_grad_()
     mgt.MSELoss()(large, make([20, 10], torch.float32, 4)).backward()
     assert len(launches) == 1  # at the crossover and above: the kernel
+
+
+# Operands stock aten::mse_loss_backward accepts although the kernel does not read them: it
+# promotes them (or refuses them: then so must the override, with the same error).
+_UNREAD_OPERANDS = {
+    "int target": lambda: (torch.tensor(1.0), make([4, 5], torch.float32, 1),
+                           torch.randint(0, 3, (4, 5))),
+    "bool target": lambda: (torch.tensor(1.0), make([4, 5], torch.float32, 1),
+                            torch.rand(4, 5) > 0.5),
+    "int grad": lambda: (torch.tensor(2), make([4, 5], torch.float32, 1),
+                         make([4, 5], torch.float32, 2)),
+    "int self": lambda: (torch.tensor(1.0), torch.randint(0, 3, (4, 5)),
+                         make([4, 5], torch.float32, 2)),
+    "int self and target": lambda: (torch.tensor(1), torch.randint(0, 3, (4, 5)),
+                                    torch.randint(0, 3, (4, 5))),
+    "broadcast int target": lambda: (torch.tensor(1.0), make([4, 5], torch.float32, 1),
+                                     torch.randint(0, 3, (4, 1))),
+}
+
+
+def _outcome(fn):
+    """What ``fn()`` gives: its result, or the type and message of what it raised."""
+    try:
+        return fn()
+    except Exception as error:  # noqa: BLE001  (compared with stock's, whatever it is)
+        return type(error), str(error)
+
+
+def _assert_same_outcome(ours, stock):
+    if isinstance(stock, torch.Tensor):
+        assert isinstance(ours, torch.Tensor), ours
+        assert ours.dtype == stock.dtype and ours.shape == stock.shape
+        torch.testing.assert_close(ours, stock, rtol=0, atol=0)
+    else:
+        assert ours == stock
+
+
+@pytest.mark.parametrize("side", ["below the crossover", "above it"])
+@pytest.mark.parametrize("variant", ["functional", "out"])
+@pytest.mark.parametrize("operands", list(_UNREAD_OPERANDS))
+def test_under_enable_dtypes_the_kernel_does_not_read_get_stocks_result(
+        launches, tuned_crossover, override, side, variant, operands):
+    if side == "below the crossover":
+        tuned_crossover({"float32": 1 << 20, "float16": 1 << 20, "bfloat16": 1 << 20})
+    grad, x, y = _UNREAD_OPERANDS[operands]()
+
+    def call():
+        if variant == "functional":
+            return torch.ops.aten.mse_loss_backward(grad, x, y, 1)
+        out = torch.empty(torch.broadcast_shapes(grad.shape, x.shape, y.shape))
+        return torch.ops.aten.mse_loss_backward.grad_input(grad, x, y, 1, grad_input=out)
+
+    stock = _outcome(call)
+    with mgt.enabled(devices=("cpu",)):
+        ours = _outcome(call)
+    _assert_same_outcome(ours, stock)
+    assert len(launches) == 0
+
+
+@pytest.mark.parametrize("target_dtype", [torch.int64, torch.bool])
+def test_stock_training_with_an_integer_target_under_enable(launches, override, target_dtype):
+    x = make([6, 3], torch.float32, 1)
+    target = (torch.rand(6, 3) > 0.5) if target_dtype == torch.bool \
+        else torch.randint(0, 3, (6, 3))
+    ours, stock = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.nn.MSELoss()(stock, target).backward()
+    with mgt.enabled(devices=("cpu",)):
+        torch.nn.MSELoss()(ours, target).backward()
+    torch.testing.assert_close(ours.grad, stock.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("side", ["below the crossover", "above it"])
+@pytest.mark.parametrize("variant", ["functional", "out"])
+@pytest.mark.parametrize("reduction", [3, -1])
+def test_under_enable_an_unknown_reduction_raises_at_every_size(
+        launches, tuned_crossover, override, side, variant, reduction):
+    if side == "below the crossover":
+        tuned_crossover({"float32": 1 << 20})
+    grad, x, y = torch.tensor(1.0), make([4, 5], torch.float32, 1), make([4, 5], torch.float32, 2)
+    out = torch.full((4, 5), 7.0)
+    with mgt.enabled(devices=("cpu",)), pytest.raises(ValueError, match="reduction must be"):
+        if variant == "functional":
+            torch.ops.aten.mse_loss_backward(grad, x, y, reduction)
+        else:
+            torch.ops.aten.mse_loss_backward.grad_input(grad, x, y, reduction, grad_input=out)
+    assert len(launches) == 0 and bool((out == 7).all())  # nothing ran, nothing written

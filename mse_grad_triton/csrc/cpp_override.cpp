@@ -13,7 +13,9 @@
 //                                       PyTorch has no out= kernel there to fall back on
 //   remove(str dispatch_key) -> ()      give the key back to PyTorch's kernel
 //   forget_crossovers() -> ()           the tables or backends in force changed
+//   crossover_epoch() -> int            how many times they have (tests: the tag's wrap)
 
+#include <ATen/core/Reduction.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
@@ -31,10 +33,17 @@ namespace {
 
 // PyTorch hands out a kernel it has registered only as a SafeKernelFunction, which can only be
 // called boxed (arguments packed into a stack of IValues: the cost this file exists to avoid).
-// Its KernelFunction, which calls the kernel unboxed, is a private member; an explicit template
-// instantiation may name private members ([temp.spec.general]/6), and this one defines
-// unboxed_kernel() to read it. If a PyTorch version renames the member, this file does not
-// compile and enable() falls back to the Python override.
+// PyTorch >= 2.14 gives its KernelFunction, which calls the kernel unboxed, through the public
+// kernelFunction(); cpp_override.py defines MSE_GRAD_TRITON_PUBLIC_KERNEL_FUNCTION where the
+// headers being compiled against declare it. Older PyTorch keeps it in a private member: an
+// explicit template instantiation may name private members ([temp.spec.general]/6), and this
+// one defines unboxed_kernel() to read it. If a PyTorch version without the accessor renames
+// the member, this file does not compile and enable() falls back to the Python override.
+#ifdef MSE_GRAD_TRITON_PUBLIC_KERNEL_FUNCTION
+c10::KernelFunction unboxed_kernel(const c10::SafeKernelFunction& kernel) {
+  return kernel.kernelFunction();
+}
+#else
 template <c10::KernelFunction c10::SafeKernelFunction::*Member>
 struct UnboxedKernelOf {
   friend c10::KernelFunction unboxed_kernel(const c10::SafeKernelFunction& kernel) {
@@ -43,12 +52,16 @@ struct UnboxedKernelOf {
 };
 c10::KernelFunction unboxed_kernel(const c10::SafeKernelFunction& kernel);
 template struct UnboxedKernelOf<&c10::SafeKernelFunction::kernel_>;
+#endif
 
 // Crossovers cached per (device index, dtype). An entry holds the crossover + 1 (0: never read)
-// under the epoch it was read in: an entry from before the last forget_crossovers() is a miss,
-// with no lock on the way.
-constexpr int kValueBits = 44;  // crossovers up to 2^44 elements; the epoch takes the rest
+// under the epoch it was read in, tagged with the epoch's low kEpochBits: an entry from before
+// the last forget_crossovers() is a miss, with no lock on the way. The tag wraps every
+// 2^kEpochBits epochs, so forget_crossovers() empties every entry when it does: an entry tagged
+// before a wrap can never match an epoch after it.
+constexpr int kValueBits = 44;  // crossovers up to 2^44 elements; the epoch's tag takes the rest
 constexpr uint64_t kValueMask = (uint64_t{1} << kValueBits) - 1;
+constexpr uint64_t kEpochTags = uint64_t{1} << (64 - kValueBits);
 constexpr size_t kDevices = 64;
 constexpr size_t kDtypes = 64;
 std::atomic<uint64_t> epoch{0};
@@ -110,13 +123,17 @@ int64_t native_below(Slot& slot, const at::Tensor& self) {
     return python_native_below(self);
   }
   auto& cached = slot.crossovers[device * kDtypes + dtype];
-  const uint64_t now = epoch.load(std::memory_order_acquire) << kValueBits;
+  const uint64_t read_in = epoch.load(std::memory_order_acquire);
+  const uint64_t tag = read_in << kValueBits;
   const uint64_t entry = cached.load(std::memory_order_relaxed);
-  if (entry != 0 && (entry & ~kValueMask) == now) {
+  if (entry != 0 && (entry & ~kValueMask) == tag) {
     return static_cast<int64_t>((entry & kValueMask) - 1);
   }
   const int64_t value = std::min<int64_t>(python_native_below(self), kValueMask - 1);
-  cached.store(now | static_cast<uint64_t>(value + 1), std::memory_order_relaxed);
+  // Kept only if no forget_crossovers() came in between (it may have emptied the entries).
+  if (epoch.load(std::memory_order_acquire) == read_in) {
+    cached.store(tag | static_cast<uint64_t>(value + 1), std::memory_order_relaxed);
+  }
   return value;
 }
 
@@ -127,7 +144,10 @@ at::Tensor mse_loss_backward(c10::DispatchKeySet keys, const at::Tensor& grad_ou
                              const at::Tensor& self, const at::Tensor& target,
                              int64_t reduction) {
   Slot* slot = slot_for(c10::highestPriorityBackendTypeId(keys));
-  if (slot != nullptr && slot->captured.load(std::memory_order_acquire) &&
+  // Any other reduction code goes to the Python override, which refuses it (ATen would take
+  // it as sum), at every size alike.
+  const bool known_reduction = reduction >= at::Reduction::None && reduction < at::Reduction::END;
+  if (known_reduction && slot != nullptr && slot->captured.load(std::memory_order_acquire) &&
       self.sizes().equals(target.sizes()) &&
       (grad_output.dim() == 0 || grad_output.sizes().equals(self.sizes())) &&
       self.numel() < native_below(*slot, self)) {
@@ -174,7 +194,18 @@ void remove_override(const std::string& key_name) {
 }
 
 void forget_crossovers() {
-  epoch.fetch_add(1, std::memory_order_acq_rel);
+  const uint64_t now = epoch.fetch_add(1, std::memory_order_acq_rel) + 1;
+  if (now % kEpochTags == 0) {  // the tag wrapped: entries from 2^20 epochs ago would match
+    for (auto& slot : slots) {
+      for (auto& entry : slot.crossovers) {
+        entry.store(0, std::memory_order_relaxed);
+      }
+    }
+  }
+}
+
+int64_t crossover_epoch() {
+  return static_cast<int64_t>(epoch.load(std::memory_order_acquire));
 }
 
 }  // namespace
@@ -183,4 +214,5 @@ TORCH_LIBRARY(mse_grad_triton_cpp, m) {
   m.def("install(str dispatch_key) -> bool", &install_override);
   m.def("remove(str dispatch_key) -> ()", &remove_override);
   m.def("forget_crossovers() -> ()", &forget_crossovers);
+  m.def("crossover_epoch() -> int", &crossover_epoch);
 }
