@@ -38,14 +38,15 @@ import host_path
 import torch
 from tqdm import tqdm
 
-from mse_grad_triton import backends, mse_loss_backward
+from mse_grad_triton import backends, cli, mse_loss_backward
 from mse_grad_triton.reduction import Reduction, gradient_scale
 from mse_grad_triton.testing import max_ulp_error
 from mse_grad_triton.timing import device_sampler, host_timer, synchronize
-from mse_grad_triton.tune import DTYPES, bytes_moved, parse_sizes, step
+from mse_grad_triton.tune import DTYPES, bytes_moved, step
 
 CASES = {"none": Reduction.NONE, "mean": Reduction.MEAN, "broadcast": Reduction.MEAN,
          "transposed": Reduction.MEAN}  # case -> reduction
+PROVIDERS = ("triton", "auto", "native", "compile")
 ROW = 1024  # columns of the 2-D cases
 # A result further than this from the float64 reference is wrong (the kernel's own budget,
 # 1 ULP fp16/bf16 and 4 ULP fp32, is enforced by the tests and ./run check; the native op
@@ -278,9 +279,8 @@ def _sizes(args, device) -> List[int]:
         sizes = [2**10, 2**12] if args.quick else [2**10, 2**12, 2**14]
     else:
         sizes = [2**k for k in (range(12, 25, 4) if args.quick else range(10, 29, 2))]
-    free = (getattr(torch, device.type).mem_get_info(device)[0] if not interpreter
-            else 8 << 30)
-    return [n for n in sizes if n <= args.max_size[0] and 10 * 4 * n < free]
+    free = cli.free_bytes(device) if not interpreter else 8 << 30
+    return [n for n in sizes if n <= args.max_size and cli.BYTES_PER_ELEMENT * n < free]
 
 
 def _metadata(device, backend) -> dict:
@@ -303,33 +303,37 @@ def _metadata(device, backend) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    backends.add_device_argument(parser)
+    cli.add_device_argument(parser)
     parser.add_argument("--quick", action="store_true",
                         help="few sizes; on a CPU-only machine, the interpreter end to end")
-    parser.add_argument("--dtypes", default=",".join(DTYPES))
-    parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--providers", default=None,
-                        help="comma-separated of triton,auto,native,compile (default: all; "
+    parser.add_argument("--dtypes", type=cli.choice_list(DTYPES), default=list(DTYPES),
+                        help=f"comma-separated of {', '.join(DTYPES)}")
+    parser.add_argument("--cases", type=cli.choice_list(CASES), default=list(CASES),
+                        help=f"comma-separated of {', '.join(CASES)}")
+    parser.add_argument("--providers", type=cli.choice_list(PROVIDERS), default=None,
+                        help=f"comma-separated of {', '.join(PROVIDERS)} (default: all; "
                              "no compile on the CPU)")
-    parser.add_argument("--sizes", type=parse_sizes, help="e.g. 2^10,2^20 (overrides the sweep)")
-    parser.add_argument("--max-size", type=parse_sizes, default=[2**28])
+    parser.add_argument("--sizes", type=cli.parse_sizes,
+                        help="e.g. 2^10,2^20 (overrides the sweep)")
+    parser.add_argument("--max-size", type=cli.parse_size, default=2**28)
     parser.add_argument("--output", type=Path)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    device = backends.device_from(args)
+    device = cli.device_from(args, parser)
     backend = backends.backend_for(device)
     interpreter = device.type == "cpu"
+    if args.sizes:
+        cli.check_sizes_fit(parser, "--sizes", args.sizes, device)
     sizes = _sizes(args, device)
-    names = (args.providers.split(",") if args.providers else
-             ["triton", "auto", "native"] + ([] if interpreter else ["compile"]))
+    names = args.providers or [p for p in PROVIDERS if p != "compile" or not interpreter]
     output = args.output or Path(__file__).parent / "results" / backend.device_name
     meta = _metadata(device, backend)
     if interpreter:
         print("NOTE: no accelerator: the kernel runs in Triton's CPU interpreter. These timings "
               "measure the interpreter, not kernel performance; only the host-overhead figure "
               "means something here.")
-    result = run(device, args.dtypes.split(","), args.cases.split(","), sizes, names,
+    result = run(device, args.dtypes, args.cases, sizes, names,
                  args.quick, not args.no_progress and sys.stderr.isatty())
     # Host path (CPU tensors; the driver stub only where Triton's CUDA launcher can take it).
     meta["host_path"] = host_path.measure(args.quick, driver_stub=interpreter)

@@ -188,22 +188,6 @@ def _make_backend(device: torch.device) -> DeviceBackend:
                      "(supported: npu, cuda, cpu)")
 
 
-def add_device_argument(parser) -> None:
-    """The ``--device`` option every command line shares (tuner, benchmark, check);
-    ``device_from(args)`` reads it."""
-    parser.add_argument("--device", default=None,
-                        help="npu, cuda or cpu, with an index or not (default: the best present)")
-
-
-def device_from(args) -> torch.device:
-    """The device a command line asked for, or the best present."""
-    if args.device is None:
-        return default_device()
-    if args.device.startswith("npu"):
-        import torch_npu  # noqa: F401  (torch.device("npu") exists once torch_npu is imported)
-    return torch.device(args.device)
-
-
 def default_device() -> torch.device:
     """The best device present: an Ascend NPU, else a CUDA GPU, else the CPU (interpreter)."""
     try:

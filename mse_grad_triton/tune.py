@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from . import backends, configs, launcher, layout, tables, validation
+from . import backends, cli, configs, launcher, layout, tables, validation
 from .reduction import Reduction
 from .testing import MAX_ULP, make, max_ulp_error
 from .timing import Timer, device_timer, host_timer, wall_time
@@ -236,18 +236,17 @@ def format_summary(table: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_sizes(text: str) -> List[int]:
-    """Sizes from "2^16,2^20" or "65536,1048576"."""
-    return [2 ** int(s[2:]) if s.startswith("2^") else int(s) for s in text.split(",")]
-
-
 def main(argv=None, timer: Optional[Timer] = None,
          end_to_end: Optional[Callable] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    backends.add_device_argument(parser)
-    parser.add_argument("--dtypes", default=",".join(DTYPES))
-    parser.add_argument("--paths", default=",".join(tables.PATHS))
-    parser.add_argument("--sizes", type=parse_sizes, help="e.g. 2^16,2^20 or 65536,1048576")
+    cli.add_device_argument(parser)
+    parser.add_argument("--dtypes", type=cli.choice_list(DTYPES), default=list(DTYPES),
+                        help=f"comma-separated of {', '.join(DTYPES)}")
+    parser.add_argument("--paths", type=cli.choice_list(tables.PATHS),
+                        default=list(tables.PATHS),
+                        help=f"comma-separated of {', '.join(tables.PATHS)}")
+    parser.add_argument("--sizes", type=cli.parse_sizes,
+                        help="e.g. 2^16,2^20 or 65536,1048576")
     parser.add_argument("--quick", action="store_true", help="three sizes instead of eight")
     parser.add_argument("--output", type=Path, default=Path("tune_configs"),
                         help="folder for <device>.json (default: ./tune_configs)")
@@ -255,15 +254,16 @@ def main(argv=None, timer: Optional[Timer] = None,
                         help="device events (NPU/CUDA) or synchronised wall clock")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    device = backends.device_from(args)
+    device = cli.device_from(args, parser)
     kind = "cpu" if device.type == "cpu" else "device"
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)[kind]
+    cli.check_sizes_fit(parser, "--sizes", sizes, device)
     if timer is None and args.timer == "wall":
         timer = lambda fn: wall_time(fn, device, warmup=2, repeat=10)  # noqa: E731
     if device.type == "cpu":
         print("CPU: timing Triton's interpreter exercises the tuner, not the kernel's speed; "
               "do not ship this table.")
-    table = tune(device, args.dtypes.split(","), args.paths.split(","), sizes, timer,
+    table = tune(device, args.dtypes, args.paths, sizes, timer,
                  end_to_end, show_progress=not args.no_progress and sys.stderr.isatty())
     path = write_table(table, args.output)
     print(format_summary(table))

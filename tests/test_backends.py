@@ -146,11 +146,3 @@ def test_direct_launches_are_keyed_by_alignment_and_honour_hooks():
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), \
         result.stdout[-2000:] + result.stderr[-3000:]
-
-
-def test_every_command_line_reads_the_device_alike():
-    import argparse
-    parser = argparse.ArgumentParser()
-    backends.add_device_argument(parser)
-    assert backends.device_from(parser.parse_args(["--device", "cpu"])) == torch.device("cpu")
-    assert backends.device_from(parser.parse_args([])) == backends.default_device()

@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .. import backends, configs, kernels, launcher, layout, tables, triton_compat
+from .. import backends, cli, configs, kernels, launcher, layout, tables, triton_compat
 from ..kernels import MAX_OUTER_DIMS
 from ..reduction import Reduction
 
@@ -580,12 +580,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true",
                         help="every dtype combination for every layout and tile size")
-    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+    parser.add_argument("--targets", type=cli.choice_list(("all", *ALL_TARGETS)),
+                        default=list(DEFAULT_TARGETS),
                         help=f"comma-separated, or 'all' ({', '.join(ALL_TARGETS)})")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--jobs", type=cli.positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--quiet", action="store_true", help="print failures and the summary")
     args = parser.parse_args(argv)
-    targets = ALL_TARGETS if args.targets == "all" else tuple(args.targets.split(","))
+    targets = ALL_TARGETS if "all" in args.targets else tuple(args.targets)
 
     cases = enumerate_cases(args.full)
     started = time.time()

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from .. import backends, mse_loss_backward
+from .. import cli, mse_loss_backward
 from ..reduction import parse_reduction
 from ..testing import MAX_ULP, make, max_ulp_error
 
@@ -69,13 +69,13 @@ def format_table(records: List[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    backends.add_device_argument(parser)
-    parser.add_argument("--size", default=None,
+    cli.add_device_argument(parser)
+    parser.add_argument("--size", type=cli.parse_shape_2d, default=None,
                         help="ROWSxCOLS of the result (default 1024x4097; 64x257 on CPU)")
     args = parser.parse_args(argv)
-    device = backends.device_from(args)
-    size = args.size or ("64x257" if device.type == "cpu" else "1024x4097")
-    rows, cols = (int(n) for n in size.lower().split("x"))
+    device = cli.device_from(args, parser)
+    rows, cols = args.size or ((64, 257) if device.type == "cpu" else (1024, 4097))
+    cli.check_sizes_fit(parser, "--size", [rows * cols], device)
 
     print(f"mse-grad-triton correctness check on {device} ({rows}x{cols}, torch "
           f"{torch.__version__}); budget: fp16/bf16 <= 1 ULP, fp32 <= 4 ULP")

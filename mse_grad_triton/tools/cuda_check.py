@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from .. import backends, configs, kernels, launcher, triton_compat
+from .. import backends, cli, configs, kernels, launcher, triton_compat
 from ..reduction import Reduction
 from . import ascend_check
 from .ascend_check import DTYPES, LAYOUTS, OPERANDS, LayoutCase
@@ -287,16 +287,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="default configs only and four mixed dtype combinations")
-    parser.add_argument("--archs", default=",".join(map(str, ARCHS)),
+    parser.add_argument("--archs", type=cli.choice_list(map(str, ARCHS)),
+                        default=list(map(str, ARCHS)),
                         help="comma-separated compute capabilities (80, 90, 100)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--jobs", type=cli.positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--quiet", action="store_true", help="print failures and the summary")
     args = parser.parse_args(argv)
     if triton_compat.FLAVOUR != "upstream":
         print("cuda-check needs upstream Triton (its NVIDIA backend); this environment has "
               f"{triton_compat.FLAVOUR} Triton {triton_compat.VERSION}", file=sys.stderr)
         return 2
-    archs = tuple(int(a) for a in args.archs.split(","))
+    archs = tuple(int(a) for a in args.archs)
     cases = enumerate_cases(args.quick)
     started = time.time()
     results = run(cases, archs, args.jobs)
