@@ -8,8 +8,12 @@ tensors through Triton's interpreter. From PyTorch: ``mse_loss``/``MSELoss`` (ba
 kernel), the ``torch.ops.mse_grad_triton`` ops, or ``enable()`` for unmodified code.
 """
 
-from .launcher import explain, mse_loss_backward, mse_loss_backward_pair
-from .torch_ops import (
+from . import triton_install
+
+triton_install.check()  # before anything imports triton: a mixed install crashes inside it
+
+from .launcher import explain, mse_loss_backward, mse_loss_backward_pair  # noqa: E402
+from .torch_ops import (  # noqa: E402
     MSELoss,
     disable,
     enable,

@@ -9,7 +9,6 @@ import threading
 import types
 import warnings
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -81,6 +80,8 @@ def _cast_bfloat16_like_hardware(src, dst_type):
     if (tl.bfloat16 not in (src_type, dst_scalar) or src_type == dst_scalar
             or src_type not in _TORCH_FLOAT_TYPES or dst_scalar not in _TORCH_FLOAT_TYPES):
         return InterpreterBuilder.cast_impl(interpreter_builder, src, dst_type)
+    import numpy as np  # the interpreter's own dependency: not needed where kernels compile
+
     values = torch.from_numpy(np.ascontiguousarray(src.data))
     if src_type == tl.bfloat16:
         values = values.view(torch.bfloat16)

@@ -15,16 +15,18 @@ upgrade of either compiler changes this file and nothing else.
 """
 
 import importlib.util
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import triton
 
+from . import triton_install
+
 FLAVOUR = "ascend" if importlib.util.find_spec("triton.backends.ascend") else "upstream"
-VERSION: Tuple[int, int] = tuple(int(v) for v in re.findall(r"\d+", triton.__version__)[:2])
-# The internals below are written against these releases (and tested in CI with both).
-KNOWN_VERSIONS = {"ascend": ((3, 2),), "upstream": ((3, 9),)}
+VERSION: Tuple[int, int] = triton_install.release(triton.__version__)
+# The internals below are written against these releases (CI tests triton-ascend 3.2 and
+# upstream 3.9; `./run test-upstream 3.8` the other).
+KNOWN_VERSIONS = triton_install.SUPPORTED
 
 
 def is_supported() -> bool:
@@ -33,11 +35,14 @@ def is_supported() -> bool:
 
 
 def check_supported() -> None:
-    """``RuntimeError`` naming the installed Triton unless ``is_supported()``."""
+    """``RuntimeError`` naming the installed Triton, and how to install a supported one,
+    unless ``is_supported()``."""
     if not is_supported():
         known = ", ".join(".".join(map(str, v)) for v in KNOWN_VERSIONS[FLAVOUR])
-        raise RuntimeError(f"{FLAVOUR} Triton {triton.__version__} is not one whose internals "
-                           f"mse_grad_triton/triton_compat.py knows ({known}); update that file")
+        name = "triton-ascend" if FLAVOUR == "ascend" else "upstream Triton"
+        raise RuntimeError(f"mse_grad_triton supports {name} {known}, but {name} "
+                           f"{triton.__version__} is installed.\n"
+                           f"{triton_install.repair_advice()}")
 
 
 def target(kind: str, arch: Any):
@@ -175,7 +180,7 @@ def prepare_launch(compiled) -> Callable[[int, int, Tuple], None]:
     """
     run = compiled.run
     function, metadata = compiled.function, compiled.packed_metadata
-    if (FLAVOUR == "upstream" and VERSION == (3, 9) and hasattr(run, "arg_annotations")
+    if (FLAVOUR == "upstream" and VERSION in ((3, 8), (3, 9)) and hasattr(run, "arg_annotations")
             and not (run.global_scratch_size or run.profile_scratch_size or run.gsan_enabled)
             and getattr(compiled.metadata, "tensordesc_meta", None) is None):
         c_launch, cooperative, pdl = run.launch, run.launch_cooperative_grid, run.launch_pdl

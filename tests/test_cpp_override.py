@@ -224,6 +224,7 @@ def _enable_in_a_fresh_process(cache, prebuilt, mode="copy", wait=None):
     run = subprocess.run([sys.executable, "-c", _ENABLE_SCRIPT, str(prebuilt), mode], env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+    assert run.stderr == ""  # nothing printed: warnings are recorded, the builder is quiet
     report = json.loads(run.stdout.splitlines()[-1])
     assert report["grad"] == [torch.tensor(2 / 3).item()] * 3
     return report
