@@ -199,7 +199,9 @@ def declares_kernel_function(include_dirs) -> bool:
         header = Path(directory) / "ATen" / "core" / "boxing" / "KernelFunction.h"
         if header.is_file():
             text = header.read_text(errors="replace")
-            start = text.find("class SafeKernelFunction")
+            definition = re.search(r"\bclass\s+(?:\w+\s+)?SafeKernelFunction\s*(?::[^{;]*)?\{",
+                                   text)  # the definition, not a forward declaration
+            start = definition.end() if definition else -1
             body = text[start:text.find("\n};", start)] if start >= 0 else ""
             return re.search(r"\bkernelFunction\s*\(\s*\)\s*const\b", body) is not None
     return False

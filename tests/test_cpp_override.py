@@ -336,7 +336,8 @@ def test_a_lock_held_too_long_is_given_up_on(tmp_path, prebuilt):
 def test_the_build_uses_the_public_accessor_where_the_headers_declare_it(tmp_path):
     header = tmp_path / "ATen" / "core" / "boxing" / "KernelFunction.h"
     header.parent.mkdir(parents=True)
-    body = ("class SafeKernelFunction {\n public:\n  %s\n private:\n  KernelFunction kernel_;\n};"
+    body = ("class SafeKernelFunction;\nclass Before {\n};\n"  # a forward declaration first
+            "class SafeKernelFunction {\n public:\n  %s\n private:\n  KernelFunction kernel_;\n};"
             "\nclass Other {\n  const KernelFunction& kernelFunction() const;\n};\n")
     header.write_text(body % "void callBoxed() const;")
     assert not cpp_override.declares_kernel_function([tmp_path])  # only another class has it
