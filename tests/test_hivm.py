@@ -1,0 +1,62 @@
+"""The reader of bishengir-compile's final HIVM (``tools/hivm.py``), on two abridged modules
+in ``tests/hivm/`` whose every figure is counted by hand below."""
+
+from pathlib import Path
+
+import pytest
+
+from mse_grad_triton.tools import hivm
+
+HERE = Path(__file__).resolve().parent / "hivm"
+
+
+def _read(name: str) -> hivm.Hivm:
+    return hivm.read((HERE / f"{name}.mlir").read_text())
+
+
+def test_a_flat_tile_and_its_masked_last_tile():
+    module = _read("flat_f32_1024")
+    assert module.spec == {"VECTOR_CORE_COUNT": 40, "UB_SIZE": 1572864}
+    assert [b.label for b in module.bodies] == ["tile loop", "last tile"]
+    tile = module.tile
+    assert tile.label == "tile loop"  # not the masked last tile, which runs once per call
+    assert [(op.name, op.elements, op.span_bytes, op.itemsize, op.calls)
+            for op in tile.vector_ops] == [("vsub_1d_float", 1024, 4096, 4, 1),
+                                           ("vmuls_vs_1d_float", 1024, 4096, 4, 1)]
+    assert [(t.direction, t.bytes, t.burst_bytes, t.innermost_stride)
+            for t in tile.transfers] == [("in", 4096, 4096, 1), ("in", 4096, 4096, 1),
+                                         ("out", 4096, 4096, 1)]
+    assert (tile.barriers, tile.flags, tile.scalar_gm_accesses, tile.scalar_ub_accesses) \
+        == (1, 6, 0, 0)
+    assert tile.row_loop_calls == 0 and module.bodies[1].vector_calls == 1
+
+
+def test_a_short_row_tile_with_a_per_row_loop():
+    tile = _read("rows_of_4_f32").tile
+    vabs, vcmp = tile.vector_ops
+    # 64 rows of 4 fp32 padded to 8: the 2-D vabs walks rows 0..63 at a stride of 8,
+    # 63 * 8 + 4 = 508 elements = 2032 bytes; the compare runs once per row on 4 elements.
+    assert (vabs.elements, vabs.span_bytes, vabs.calls, vabs.in_row_loop) == (256, 2032, 1,
+                                                                             False)
+    assert (vcmp.name, vcmp.elements, vcmp.span_bytes, vcmp.calls, vcmp.in_row_loop) \
+        == ("vcmp_le_1d_float", 4, 16, 64, True)
+    assert tile.vector_calls == 65 and tile.row_loop_calls == 64
+    assert tile.scalar_ub_accesses == 64  # the memref.load in the row loop
+    self_in, target_in, out = tile.transfers
+    assert (self_in.bytes, self_in.burst_bytes) == (1024, 1024)  # [64, 4] at [4, 1]: one run
+    assert (target_in.bytes, target_in.burst_bytes) == (256, 4)  # [64, 1] at [2, 1]: 4 B each
+    assert out.direction == "out" and out.bytes == 1024
+
+
+@pytest.mark.parametrize("text, shape, strides, burst, span", [
+    ("memref<8192xf32, #hivm.address_space<ub>>", (8192,), (1,), 8192, 8192),
+    ("memref<256x4xf32, strided<[8, 1]>, #hivm.address_space<ub>>", (256, 4), (8, 1), 4, 2044),
+    ("memref<2x4096xbf16, strided<[?, 1], offset: ?>, #hivm.address_space<gm>>", (2, 4096),
+     (None, 1), 4096, 8192),
+    ("memref<1x16384x8xf32, strided<[131072, 8, 1]>>", (1, 16384, 8), (131072, 8, 1),
+     131072, 131072),
+])
+def test_memref_types(text, shape, strides, burst, span):
+    memref = hivm.parse_memref(text)
+    assert (memref.shape, memref.strides, memref.burst, memref.span) == (shape, strides, burst,
+                                                                         span)
