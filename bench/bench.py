@@ -38,10 +38,11 @@ import host_path
 import torch
 from tqdm import tqdm
 
-from mse_grad_triton import backends, cli, mse_loss_backward
+from mse_grad_triton import backends, cli, launcher, mse_loss_backward, triton_compat
 from mse_grad_triton.reduction import Reduction, gradient_scale
 from mse_grad_triton.testing import max_ulp_error
 from mse_grad_triton.timing import device_sampler, host_timer, synchronize
+from mse_grad_triton.tools import pipe_model
 from mse_grad_triton.tune import DTYPES, bytes_moved, step
 
 CASES = {"none": Reduction.NONE, "mean": Reduction.MEAN, "broadcast": Reduction.MEAN,
@@ -115,6 +116,16 @@ class Row:
     pct_of_peak: Optional[float] = None
     speedup_vs_native: Optional[float] = None
     note: str = ""
+    # Modelled for an Ascend target from the kernel's compiled HIVM, on a machine without an
+    # NPU (bishengir-compile + tools/pipe_model.py): NOT measured.
+    modelled_target: Optional[str] = None
+    modelled_us: Optional[float] = None
+    modelled_gbps: Optional[float] = None
+    modelled_roofline_pct: Optional[float] = None
+    modelled_bottleneck: Optional[str] = None
+    aclnn_modelled_us: Optional[float] = None
+    modelled_speedup_vs_aclnn: Optional[float] = None
+    model_note: str = ""
 
 
 def measure_copy_bandwidth(device: torch.device, nbytes: int) -> float:
@@ -190,6 +201,64 @@ def _measure(name, fn, grad, self, target, reduction, case, dtype_name, numel, s
     return row
 
 
+# --- modelled for Ascend ---------------------------------------------------------------
+
+def add_modelled(rows: List[Row], device: torch.device) -> str:
+    """On a machine without an NPU: each kernel row's Ascend figures, modelled from its
+    compiled HIVM for ``ascend_check.MODEL_TARGETS[0]``, and aclnn's V2 kernel on the same
+    model. What was done, or why not."""
+    if device.type == "npu":
+        return "on an NPU: measured, not modelled"
+    if triton_compat.FLAVOUR != "ascend":
+        return f"not modelled: needs triton-ascend ({triton_compat.FLAVOUR} Triton here)"
+    from mse_grad_triton.tools import ascend_check, bishengir
+
+    if bishengir.find_compiler() is None:
+        return "not modelled: no bishengir-compile (CANN, or pip install ascendnpu-ir==1.2.0)"
+    target = ascend_check.MODEL_TARGETS[0]
+    npu = ascend_check.npu_backend(target)
+    meta = torch.device("meta")
+    for row in rows:
+        if row.provider != "triton":
+            continue
+        grad, self, target_t = make_case(row.case, DTYPES[row.dtype], row.numel, meta)
+        out = torch.empty(torch.broadcast_shapes(grad.shape, self.shape, target_t.shape),
+                          dtype=self.dtype, device=meta)
+        plan = launcher.plan_launch(grad, self, target_t, out, CASES[row.case], npu)
+        modelled, reason = ascend_check.model_launch((grad, self, target_t, out, None), plan,
+                                                     target)
+        aclnn = ascend_check.model_aclnn((grad, self, target_t, out), npu.num_units)
+        row.modelled_target, row.aclnn_modelled_us = target, aclnn.us
+        row.model_note = f"{pipe_model.LABEL}; aclnn as {aclnn.label.split(',')[0]}"
+        if modelled is None:
+            row.model_note = f"not modelled: {reason}"
+            continue
+        row.modelled_us, row.modelled_gbps = modelled.us, modelled.gbps
+        row.modelled_roofline_pct = 100 * modelled.roofline_fraction
+        row.modelled_bottleneck = modelled.bottleneck
+        row.modelled_speedup_vs_aclnn = aclnn.seconds / modelled.seconds
+    return f"modelled for {target} from the compiled HIVM - not measured ({pipe_model.SOURCE})"
+
+
+def format_modelled(rows: List[Row], note: str) -> str:
+    modelled = [r for r in rows if r.modelled_target]
+    if not modelled:
+        return note
+    header = (f"{'case':<10} {'dtype':<8} {'numel':>10} {'model us':>9} {'GB/s':>7} "
+              f"{'roof%':>6} {'bound':>5} {'aclnn us':>9} {'x aclnn':>8}  aclnn as")
+    lines = [note, header, "-" * len(header)]
+    for r in modelled:
+        if r.modelled_us is None:
+            lines.append(f"{r.case:<10} {r.dtype:<8} {r.numel:>10}  {r.model_note}")
+            continue
+        lines.append(f"{r.case:<10} {r.dtype:<8} {r.numel:>10} {r.modelled_us:>9.2f} "
+                     f"{r.modelled_gbps:>7.0f} {r.modelled_roofline_pct:>6.0f} "
+                     f"{r.modelled_bottleneck:>5} {r.aclnn_modelled_us:>9.2f} "
+                     f"{r.modelled_speedup_vs_aclnn:>7.2f}x  "
+                     f"{r.model_note.split('aclnn as ')[-1]}")
+    return "\n".join(lines)
+
+
 # --- output -------------------------------------------------------------------------------
 
 def format_table(rows: List[Row]) -> str:
@@ -220,6 +289,8 @@ def write_outputs(output: Path, meta: dict, result: dict) -> List[Path]:
                 "nominal_peak": result["nominal_peak"], "rows": rows}
     paths = [output / "results.json", output / "results.csv", output / "gbps.png",
              output / "speedup.png"]
+    if any(r["modelled_us"] is not None for r in rows):
+        paths.append(output / "modelled.png")
     paths[0].write_text(json.dumps(document, indent=1) + "\n")
     with paths[1].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["device", "date", *rows[0].keys()])
@@ -227,6 +298,8 @@ def write_outputs(output: Path, meta: dict, result: dict) -> List[Path]:
         for row in rows:
             writer.writerow({"device": meta["device"], "date": meta["date"], **row})
     _plot(paths[2], paths[3], meta, result)
+    if len(paths) > 4:
+        _plot_modelled(paths[4], meta, result)
     return paths
 
 
@@ -267,6 +340,38 @@ def _plot(gbps_path: Path, speedup_path: Path, meta: dict, result: dict) -> None
         figure.tight_layout()
         figure.savefig(path, dpi=80)
         plt.close(figure)
+
+
+def _plot_modelled(path: Path, meta: dict, result: dict) -> None:
+    """The modelled Ascend device time of the kernel and of aclnn, per case and dtype."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r.modelled_us is not None]
+    cases = list(dict.fromkeys(r.case for r in rows))
+    dtypes = list(dict.fromkeys(r.dtype for r in rows))
+    figure, axes = plt.subplots(len(cases), len(dtypes), squeeze=False,
+                                figsize=(4.5 * len(dtypes), 3.2 * len(cases)))
+    for i, case in enumerate(cases):
+        for j, dtype in enumerate(dtypes):
+            ax = axes[i][j]
+            mine = [r for r in rows if (r.case, r.dtype) == (case, dtype)]
+            ax.plot([r.numel for r in mine], [r.modelled_us for r in mine], marker="o",
+                    label="this kernel (modelled)")
+            ax.plot([r.numel for r in mine], [r.aclnn_modelled_us for r in mine], marker="s",
+                    label="aclnn (modelled)")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{case}, {dtype}", fontsize=9)
+            ax.set_xlabel("elements")
+            ax.set_ylabel("us")
+            ax.legend(fontsize=7)
+    figure.suptitle(f"{meta['modelled']} ({meta['date'][:10]})", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
 
 
 def _sizes(args, device) -> List[int]:
@@ -344,6 +449,8 @@ def main(argv=None) -> int:
           + (f"{result['nominal_peak']['gbps']} GB/s ({result['nominal_peak']['source']})"
              if result["nominal_peak"] else "unknown for this device"))
     print(format_table(result["rows"]))
+    meta["modelled"] = add_modelled(result["rows"], device)
+    print(format_modelled(result["rows"], meta["modelled"]))
     print(host_path.format_report(meta["host_path"]))
     paths = write_outputs(output, meta, result)
     print("wrote " + ", ".join(str(p) for p in paths))

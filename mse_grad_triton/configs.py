@@ -1,17 +1,32 @@
-"""Kernel configurations: per-backend defaults (as data), Ascend's UB budget, ``select_config``.
+"""Kernel configurations: per-backend defaults (as data), Ascend's UB plan, ``select_config``.
 
 A configuration is the tile size, the number of programs per parallel unit (NPU vector core,
 CUDA SM, CPU core) and each backend's own knobs. ``select_config`` is the one place the
 launcher asks; tuned tables plug in there.
+
+On Ascend the tile is as large as bishengir-compile plans **cleanly** — no UB overflow, no
+retry with code motion off, multibuffer kept — for the kind of tile it is (``TileKind``):
+measured by the Ascend gate and kept as data with the compiler's version (``ub_plan.json``,
+written by ``./run ascend-check --update-ub-plan``, re-checked by every gate run). A kind
+the data lacks gets the smallest clean tile measured for its path and row padding.
 """
 
 import dataclasses
+import functools
 import itertools
+import json
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
-# Ascend A2/A3 unified buffer per vector core (REFERENCE.md section 3).
+# Ascend A2/A3 unified buffer per vector core (REFERENCE.md section 8: UB_SIZE 1572864 bits in
+# bishengir-compile's target specs for every 910B and 910_93 name).
 UB_BYTES = 192 * 1024
+# What the gate measured: the largest clean tile per TileKind (see the module docstring).
+UB_PLAN_FILE = Path(__file__).resolve().parent / "ub_plan.json"
+# The narrowest UB row the vector unit addresses: a tile row of fewer bytes is padded to it
+# (bishengir's UB_ALIGN_SIZE, 256 bits: REFERENCE.md section 8).
+UB_ALIGN_BYTES = 32
 # Triton's ``tl.arange`` needs a power of two; the kernel's lanes are int32.
 MAX_BLOCK_SIZE = 1 << 16
 
@@ -41,8 +56,8 @@ def table_fields(config: KernelConfig) -> Dict[str, object]:
 
 
 # Starting points, not measurements: the tuner measures and replaces them. On NPU the block
-# size is derived from the UB budget (``None``). The minimum keeps transfers long enough to be
-# worth a DMA when a small tensor is split over many cores.
+# size comes from the compiler's UB plan (0: ``largest_clean_block``). The minimum keeps
+# transfers long enough to be worth a DMA when a small tensor is split over many cores.
 DEFAULTS = {
     "npu": {"config": KernelConfig(block_size=0, programs_per_unit=1), "min_block_size": 1024},
     "cuda": {"config": KernelConfig(block_size=2048, programs_per_unit=4, num_warps=8),
@@ -51,47 +66,75 @@ DEFAULTS = {
 }
 
 
-def ub_footprint_bytes(block_size: int, input_itemsizes: Sequence[int],
-                       output_itemsizes: Sequence[int], multibuffer: bool,
-                       transposed: int = 0) -> int:
-    """Unified-buffer bytes one tile needs on Ascend.
+@dataclass(frozen=True)
+class TileKind:
+    """What bishengir-compile's UB plan for a tile depends on besides its size: the kernel path,
+    how each operand is moved, the item sizes loaded and stored per tile, and how much a tile
+    row narrower than ``UB_ALIGN_BYTES`` is padded in the UB."""
 
-    Per element: every input tile as loaded (``input_itemsizes``: the tensors the kernel loads
-    per tile; a one-element grad_output is not one) and its fp32 widening unless it already is
-    fp32; the fp32 result; for each output (``output_itemsizes``: out, and the target's
-    gradient when both are written) the result narrowed to its dtype unless that is fp32, and
-    for the second an fp32 negation; for each of the ``transposed`` operands moved along the
-    tile's rows, its turned copy (at most fp32). Multibuffer keeps two of everything in flight.
-    """
-    per_element = 4 + 4 * (len(output_itemsizes) - 1)  # fp32 result (and its negation)
-    per_element += 4 * transposed
-    for itemsize in input_itemsizes:
-        per_element += itemsize + (4 if itemsize != 4 else 0)
-    for itemsize in output_itemsizes:
-        per_element += itemsize if itemsize != 4 else 0
-    return block_size * per_element * (2 if multibuffer else 1)
+    path: str                       # "flat" or "strided"
+    modes: Tuple[int, ...]          # strided: layout.tile_modes of grad, self, target, out
+    loaded: Tuple[int, ...]         # item sizes of the tensors loaded per tile
+    stored: Tuple[int, ...]         # ... and stored
+    row_padding: int = 1            # UB bytes per row / bytes the row holds (narrowest operand)
+    # An operand walked along the tile's columns at a stride other than 1 (a stepped slice,
+    # the strided form of a permuted operand): each element gets a UB slot of its own.
+    element_strided: bool = False
 
-
-def largest_fitting_block(input_itemsizes: Sequence[int], output_itemsizes: Sequence[int],
-                          multibuffer: bool, transposed: int = 0) -> int:
-    """The largest power-of-two tile that fits the UB budget."""
-    block = MAX_BLOCK_SIZE
-    while block > 1 and ub_footprint_bytes(block, input_itemsizes, output_itemsizes,
-                                           multibuffer, transposed) > UB_BYTES:
-        block //= 2
-    return block
+    @property
+    def key(self) -> str:
+        modes = "".join(map(str, self.modes)) or "-"
+        return (f"{self.path}/modes {modes}/in {','.join(map(str, self.loaded))}/out "
+                f"{','.join(map(str, self.stored))}/pad {self.row_padding}"
+                + ("/element-strided" if self.element_strided else ""))
 
 
-def select_config(kind: str, input_itemsizes: Sequence[int],
-                  output_itemsizes: Sequence[int], row_length: int, num_rows: int,
-                  num_units: int, tuned: Optional[KernelConfig] = None,
-                  transposed: int = 0) -> KernelConfig:
+def row_padding(row_length: int, itemsizes: Sequence[int], flat: bool) -> int:
+    """How many times over a tile row of ``row_length`` elements (as the launcher tiles it: a
+    power of two) is padded in the UB, for the narrowest of ``itemsizes``."""
+    if flat:
+        return 1
+    row_bytes = (1 << max(row_length - 1, 0).bit_length()) * min(itemsizes)
+    return max(1, UB_ALIGN_BYTES // row_bytes)
+
+
+@functools.cache
+def ub_plan() -> dict:
+    """The gate's measurements (``ub_plan.json``): compiler, targets, and per ``TileKind.key``
+    the largest clean tile with and without multibuffer."""
+    try:
+        return json.loads(UB_PLAN_FILE.read_text())
+    except (OSError, ValueError):
+        return {"compiler": None, "entries": {}}
+
+
+def largest_clean_block(kind: TileKind, multibuffer: bool) -> Tuple[int, str]:
+    """The largest tile bishengir-compile plans cleanly for ``kind``, and where that comes
+    from: ``"measured"`` for this kind; else ``"nearest measured"``, the smallest measured
+    for its path and row padding (or, failing that, its path); else 1024, ``"unmeasured"``."""
+    entries = ub_plan().get("entries", {})
+    field = "multibuffer" if multibuffer else "single"
+    measured = entries.get(kind.key, {}).get(field)
+    if measured:
+        return measured, "measured"
+    same_path = {key: e[field] for key, e in entries.items()
+                 if key.startswith(f"{kind.path}/") and e.get(field)}
+    padded = [b for key, b in same_path.items()
+              if f"/pad {kind.row_padding}" in key and ("/element-strided" in key) ==
+              kind.element_strided]
+    if padded or same_path:
+        return min(padded or same_path.values()), "nearest measured"
+    return 1024, "unmeasured"
+
+
+def select_config(kind: str, row_length: int, num_rows: int, num_units: int,
+                  tuned: Optional[KernelConfig] = None,
+                  tile_kind: Optional[TileKind] = None) -> KernelConfig:
     """The configuration for one call.
 
-    ``kind`` is the device kind, ``npu``, ``cuda`` or ``cpu``; ``input_itemsizes`` and
-    ``output_itemsizes`` the item sizes of the tensors loaded and stored per tile,
-    ``transposed`` how many of them are moved along the tile's rows (see
-    ``ub_footprint_bytes``). A ``tuned`` config (from the device's tuned table) wins.
+    ``kind`` is the device kind, ``npu``, ``cuda`` or ``cpu``; on NPU ``tile_kind`` says what
+    the tile is, and the default tile is the largest bishengir-compile plans cleanly for it
+    (``largest_clean_block``). A ``tuned`` config (from the device's tuned table) wins.
     Otherwise the default tile shrinks (by 4, down to a minimum) until there are at least as
     many tiles as parallel units, so small tensors still spread over the device.
     """
@@ -99,8 +142,9 @@ def select_config(kind: str, input_itemsizes: Sequence[int],
         return tuned
     defaults = DEFAULTS[kind]
     config = defaults["config"]
-    block = config.block_size or largest_fitting_block(input_itemsizes, output_itemsizes,
-                                                       config.multibuffer, transposed)
+    block = config.block_size
+    if not block:  # NPU: from the compiler's plan
+        block = largest_clean_block(tile_kind, config.multibuffer)[0]
     # Shrink in steps of 4, so that at most three tile sizes (three compiled variants per
     # dtype and path) serve every size: each is a multi-second compile on Ascend.
     minimum = defaults["min_block_size"]
@@ -139,20 +183,19 @@ def fit_for_transposes(kind: str, config: KernelConfig, transposed: int) -> Kern
     return replace(config, block_size=block, num_warps=max(1, block // per_warp))
 
 
-def candidate_configs(kind: str, input_itemsizes: Sequence[int],
-                      output_itemsizes: Sequence[int], transposed: int = 0
-                      ) -> List[KernelConfig]:
-    """Every configuration the tuner may try for these item sizes (UB-feasible on NPU, with
-    ``transposed`` operands moved along the rows; on CUDA, at most
-    ``MAX_ELEMENTS_PER_THREAD`` elements per thread)."""
+def candidate_configs(kind: str, tile_kind: Optional[TileKind] = None,
+                      transposed: int = 0, runnable_only: bool = True) -> List[KernelConfig]:
+    """Every configuration the tuner may try: on NPU (``tile_kind``) only tiles
+    bishengir-compile plans cleanly (``largest_clean_block``) unless not ``runnable_only``
+    (the gate compiles them all); on CUDA at most ``MAX_ELEMENTS_PER_THREAD`` elements per
+    thread; where ``transposed`` operands are turned on chip, also the strided form."""
     space = CANDIDATES[kind]
     names = list(space)
     configs = [KernelConfig(**dict(zip(names, values)), source="candidate")
                for values in itertools.product(*(space[n] for n in names))]
-    if kind == "npu":
-        configs = [c for c in configs if ub_footprint_bytes(
-            c.block_size, input_itemsizes, output_itemsizes, c.multibuffer,
-            transposed) <= UB_BYTES]
+    if kind == "npu" and runnable_only:
+        configs = [c for c in configs
+                   if c.block_size <= largest_clean_block(tile_kind, c.multibuffer)[0]]
     if kind == "cuda":
         configs = [c for c in configs
                    if c.block_size <= MAX_ELEMENTS_PER_THREAD * 32 * c.num_warps]

@@ -42,6 +42,7 @@ class LaunchPlan:
     constexprs: dict
     launch_tail: Tuple         # scalar_args as a compiled kernel's launcher takes them
     tile: Tuple[int, int] = (1, 1)  # (rows, columns) of a tile: (1, BLOCK_SIZE) when flat
+    num_tiles: int = 1
     # Compiled kernels by pointer alignment (filled by CompiledBackend.launch).
     compiled: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -417,18 +418,32 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     num_programs = max(1, min(num_tiles, device_backend.num_units * config.programs_per_unit))
     launch_tail = triton_compat.launch_values(kernel, (None,) * 5 + scalar_args, constexprs)[5:]
     return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail,
-                      tile)
+                      tile, num_tiles)
 
 
 def _choose_config(rows: Layout, operands, device_backend) -> configs.KernelConfig:
     """The tuned table's config for this dtype, path and size, else the device kind's default
-    (``configs.select_config``) for what a tile moves."""
+    (``configs.select_config``) for what a tile is."""
     table = tables.table_for(device_backend.device_name)
     tuned = table.config_for(validation.DTYPE_NAMES[operands[1].dtype], rows.path,
                              operands[3].numel()) if table else None
-    loaded, stored, transposed = tile_itemsizes(rows, operands)
-    return configs.select_config(device_backend.kind, loaded, stored, rows.row_length,
-                                 rows.num_rows, device_backend.num_units, tuned, transposed)
+    return configs.select_config(device_backend.kind, rows.row_length, rows.num_rows,
+                                 device_backend.num_units, tuned, tile_kind(rows, operands))
+
+
+def tile_kind(rows: Layout, operands, transpose: bool = True) -> configs.TileKind:
+    """What kind of tile a launch compiles to (``configs.TileKind``: what the Ascend UB plan
+    depends on besides the tile size), for ``operands`` (grad_output, self, target, out,
+    negated_out or None) laid out as ``rows``."""
+    loaded, stored, _ = tile_itemsizes(rows, operands)
+    modes = () if rows.flat else rows.tile_modes(transpose)
+    along_columns = (kernels.TILE.value, kernels.COL_VECTOR.value)
+    element_strided = any(mode in along_columns and abs(rows.inner_strides[k]) != 1
+                          for k, mode in enumerate(modes))
+    return configs.TileKind("flat" if rows.flat else "strided", modes, tuple(loaded),
+                            tuple(stored),
+                            configs.row_padding(rows.row_length, loaded + stored, rows.flat),
+                            element_strided)
 
 
 def tile_itemsizes(rows: Layout, operands) -> Tuple[List[int], List[int], int]:

@@ -2,12 +2,16 @@
 
     python -m mse_grad_triton.tune [--dtypes float16,...] [--paths flat,...] [--sizes 2^16,...]
                                    [--output DIR] [--quick] [--timer auto|events|wall]
+                                   [--model [--model-best N] [--model-target Ascend910B3]]
     (also installed as the ``mse-grad-triton-tune`` command)
 
 For every dtype x launch path x size bucket it runs every candidate configuration
-(``configs.candidate_configs``: UB-feasible on NPU), checks each one's result against the
-float64 reference (a wrong or failing candidate is recorded and never wins), times the rest on
-the device's clock (median, warm-up excluded), and keeps the fastest. It also times the native
+(``configs.candidate_configs``; on NPU those bishengir-compile plans cleanly: the others are
+recorded as not runnable), checks each one's result against the float64 reference (a wrong or
+failing candidate is recorded and never wins), times the rest on the device's clock (median,
+warm-up excluded), and keeps the fastest. With ``--model`` the candidates are first ranked by
+the Ascend pipe model of their compiled tile (``tools/pipe_model.py``: modelled, not
+measured) and only the best few are measured. It also times the native
 op (aclnnMseLossBackward through torch_npu; ATen on CUDA) on the device and end to end, and
 records per dtype the size below which the native op is faster end to end: ``backend="auto"``
 uses the native op below it.
@@ -17,17 +21,18 @@ Point the launcher at the result with ``MSE_GRAD_TRITON_TUNE_DIR=<output>``, or 
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
 
-from . import backends, cli, configs, launcher, layout, tables, validation
+from . import backends, cli, configs, launcher, layout, tables, triton_compat, validation
 from .reduction import Reduction
 from .testing import MAX_ULP, make, max_ulp_error
 from .timing import Timer, device_timer, host_timer, wall_time
@@ -70,24 +75,33 @@ def step(progress: tqdm, label: str) -> None:
     progress.update()
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelRanking:
+    """``--model``: rank candidates by the pipe model for ``target``; measure the ``best``."""
+
+    target: str = "Ascend910B3"
+    best: int = 3
+
+
 def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
          sizes: Sequence[int], timer: Optional[Timer] = None,
-         end_to_end: Optional[Timer] = None, show_progress: bool = True) -> dict:
-    """Measure every candidate; return the table (see module docstring) as a dict."""
+         end_to_end: Optional[Timer] = None, show_progress: bool = True,
+         ranking: Optional[ModelRanking] = None) -> dict:
+    """Measure every candidate (or, with a ``ranking``, the best few by the model); return the
+    table (see module docstring) as a dict."""
     backend = backends.backend_for(device)
     timer = timer or device_timer(device)
     end_to_end = end_to_end or host_timer(device)
     work = [(d, p, n) for d in dtypes for p in paths for n in sizes]
-    size = {d: DTYPES[d].itemsize for d in dtypes}
-    total = sum(len(configs.candidate_configs(backend.kind, [size[d]] * (3 if p == "flat" else 2),
-                                              [size[d]], int(p == "transposed"))) + 3
-                for d, p, _ in work)
-    progress = tqdm(total=total, disable=not show_progress, unit="run", dynamic_ncols=True)
+    per_entry = ranking.best + 1 if ranking else len(configs.candidate_configs(
+        backend.kind, runnable_only=False)) * 2
+    progress = tqdm(total=len(work) * (per_entry + 2), disable=not show_progress, unit="run",
+                    dynamic_ncols=True)
     tables.ignore(backend.device_name)  # "default" means the built-in default while tuning
     entries = []
     for dtype_name, path, numel in work:
         entries.append(_tune_one(backend, device, dtype_name, path, numel, timer, end_to_end,
-                                 progress))
+                                 progress, ranking))
     progress.close()
     return {
         "format": tables.FORMAT,
@@ -98,20 +112,36 @@ def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
     }
 
 
-def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progress) -> dict:
-    """One table entry: every candidate measured (or why it failed), the fastest, the native
-    op on the device and end to end."""
+def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progress,
+              ranking: Optional[ModelRanking] = None) -> dict:
+    """One table entry: every candidate measured (or why it failed or was not measured), the
+    fastest, the native op on the device and end to end."""
     grad, self, target = make_inputs(path, DTYPES[dtype_name], numel, device)
     out = torch.empty(torch.broadcast_shapes(grad.shape, self.shape, target.shape),
                       dtype=self.dtype, device=device)
     operands = (grad, self, target, out)
-    candidates = _candidates(operands, backend)
+    candidates, unrunnable = _candidates(operands, backend)
+    modelled = _rank(operands, candidates, ranking) if ranking else {}
     label = f"{dtype_name} {path} {numel}"
     measured = []
-    for config in candidates:
-        step(progress, f"{label} block={config.block_size}")
-        measured.append(_measure(operands, backend, config, timer))
-        measured[-1]["default"] = config is candidates[0]
+    for rank, config in enumerate(candidates):
+        record = None
+        if ranking and rank > 0:  # the default (first) is always measured
+            order = sorted(range(1, len(candidates)), key=lambda i: modelled[i][0])
+            if order.index(rank) >= ranking.best:
+                record = {"config": configs.table_fields(config),
+                          "failed": f"not measured: ranked {order.index(rank) + 1} by the "
+                                    f"model for {ranking.target}"}
+        if record is None:
+            step(progress, f"{label} block={config.block_size}")
+            record = _measure(operands, backend, config, timer)
+        if ranking:
+            record["modelled_us"], reason = modelled[rank][0] * 1e6, modelled[rank][1]
+            if reason:
+                record["model"] = reason
+        record["default"] = config is candidates[0]
+        measured.append(record)
+    measured += unrunnable
     passed = [r for r in measured if "seconds" in r]
     if not passed:
         raise RuntimeError(f"no candidate configuration works for {label}: "
@@ -138,17 +168,41 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
     }
 
 
-def _candidates(operands, backend) -> List[configs.KernelConfig]:
-    """The default config first, then every candidate as launched (a tile wider than the row
-    is cut to the row, so some coincide: each is kept once)."""
-    loaded, stored, transposed = launcher.tile_itemsizes(layout.of_tensors(operands),
-                                                         (*operands, None))
+def _candidates(operands, backend) -> Tuple[List[configs.KernelConfig], List[dict]]:
+    """The default config first, then every runnable candidate as launched (a tile wider than
+    the row is cut to the row, so some coincide: each is kept once); and a record of each
+    candidate that is not runnable (on NPU: bishengir-compile does not plan it cleanly)."""
+    rows = layout.of_tensors(operands)
+    kind = launcher.tile_kind(rows, (*operands, None))
+    transposed = 0 if rows.flat else launcher.transposed_operands(rows.tile_modes(), False)
+    runnable = configs.candidate_configs(backend.kind, kind, transposed)
+    unrunnable = [{"config": configs.table_fields(c),
+                   "failed": "not runnable: bishengir-compile does not plan it cleanly "
+                             f"(mse_grad_triton/ub_plan.json, {kind.key})"}
+                  for c in configs.candidate_configs(backend.kind, kind, transposed,
+                                                     runnable_only=False)
+                  if c not in runnable]
     candidates = [launcher.plan_launch(*operands, Reduction.MEAN, backend).config]
-    for config in configs.candidate_configs(backend.kind, loaded, stored, transposed):
+    for config in runnable:
         effective = launcher.plan_launch(*operands, Reduction.MEAN, backend, config).config
         if all(configs.table_fields(effective) != configs.table_fields(c) for c in candidates):
             candidates.append(effective)
-    return candidates
+    return candidates, unrunnable
+
+
+def _rank(operands, candidates, ranking: ModelRanking) -> Dict[int, Tuple[float, str]]:
+    """Each candidate's modelled seconds on ``ranking.target`` (infinity, and why, where it
+    does not model: not compiled cleanly, or no compiler)."""
+    from .tools import ascend_check
+
+    npu = ascend_check.npu_backend(ranking.target)
+    five = (*operands, None)
+    ranked = {}
+    for index, config in enumerate(candidates):
+        plan = launcher.plan_launch(*operands, Reduction.MEAN, npu, config)
+        modelled, reason = ascend_check.model_launch(five, plan, ranking.target)
+        ranked[index] = (modelled.seconds, "") if modelled else (float("inf"), reason)
+    return ranked
 
 
 def _launcher(operands, backend, config) -> Callable[[], object]:
@@ -253,8 +307,25 @@ def main(argv=None, timer: Optional[Timer] = None,
     parser.add_argument("--timer", choices=("auto", "events", "wall"), default="auto",
                         help="device events (NPU/CUDA) or synchronised wall clock")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--model", action="store_true",
+                        help="rank candidates by the Ascend pipe model of their compiled tile "
+                             "(needs bishengir-compile) and measure only the best few")
+    parser.add_argument("--model-best", type=cli.positive_int, default=ModelRanking.best,
+                        help="how many candidates --model measures besides the default")
+    parser.add_argument("--model-target", default=ModelRanking.target,
+                        help="the Ascend target the model compiles for")
     args = parser.parse_args(argv)
     device = cli.device_from(args, parser)
+    ranking = ModelRanking(args.model_target, args.model_best) if args.model else None
+    if ranking:
+        from .tools import ascend_check, bishengir
+
+        if args.model_target not in ascend_check.TARGET_VECTOR_CORES:
+            parser.error(f"--model-target {args.model_target}: not an Ascend target the gate "
+                         f"knows ({', '.join(ascend_check.TARGET_VECTOR_CORES)})")
+        if bishengir.find_compiler() is None or triton_compat.FLAVOUR != "ascend":
+            parser.error("--model needs triton-ascend and bishengir-compile (CANN, or pip "
+                         "install ascendnpu-ir==1.2.0 on x86_64)")
     kind = "cpu" if device.type == "cpu" else "device"
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)[kind]
     cli.check_sizes_fit(parser, "--sizes", sizes, device)
@@ -264,7 +335,8 @@ def main(argv=None, timer: Optional[Timer] = None,
         print("CPU: timing Triton's interpreter exercises the tuner, not the kernel's speed; "
               "do not ship this table.")
     table = tune(device, args.dtypes, args.paths, sizes, timer,
-                 end_to_end, show_progress=not args.no_progress and sys.stderr.isatty())
+                 end_to_end, show_progress=not args.no_progress and sys.stderr.isatty(),
+                 ranking=ranking)
     path = write_table(table, args.output)
     print(format_summary(table))
     print(f"wrote {path}; use it with MSE_GRAD_TRITON_TUNE_DIR={args.output.resolve()} "

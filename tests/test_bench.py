@@ -60,6 +60,33 @@ def test_results_hold_every_field_and_every_row_is_correct(quick_run):
     assert len(table) == len(rows) and {"device", "date", "gbps", "correct"} <= set(table[0])
 
 
+def test_without_an_npu_the_ascend_figures_are_modelled_and_labelled(quick_run):
+    from mse_grad_triton import triton_compat
+    from mse_grad_triton.tools import bishengir
+
+    output, stdout = quick_run
+    data = json.loads((output / "results.json").read_text())
+    kernel_rows = [r for r in data["rows"] if r["provider"] == "triton"]
+    if triton_compat.FLAVOUR != "ascend" or bishengir.find_compiler() is None:
+        assert data["modelled"].startswith("not modelled")
+        assert not (output / "modelled.png").exists()
+        assert all(r["modelled_us"] is None for r in kernel_rows)
+        return
+    assert data["modelled"].startswith("modelled for Ascend910B3 from the compiled HIVM - not "
+                                       "measured")
+    assert data["modelled"] in stdout
+    for row in kernel_rows:
+        assert row["modelled_target"] == "Ascend910B3" and row["modelled_us"] > 0
+        assert row["aclnn_modelled_us"] > 0 and row["modelled_bottleneck"] in ("MTE", "V", "S")
+        assert row["modelled_speedup_vs_aclnn"] == pytest.approx(
+            row["aclnn_modelled_us"] / row["modelled_us"])
+        assert "not measured" in row["model_note"]
+    assert all(r["modelled_us"] is None for r in data["rows"] if r["provider"] != "triton")
+    assert (output / "modelled.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (output / "results.csv").open() as handle:
+        assert "modelled_us" in next(csv.reader(handle))
+
+
 def test_a_wrong_provider_is_reported_wrong_and_not_timed():
     grad, self, target = bench.make_case("mean", torch.float16, 1024, torch.device("cpu"))
     timed = []

@@ -1,71 +1,102 @@
-"""Configurations: the UB formula and the defaults' choices."""
+"""Configurations: the defaults' choices, and on Ascend the tile sizes bishengir-compile plans
+cleanly (``ub_plan.json``, measured by the gate: ``tests/test_ascend_check.py`` re-checks it)."""
 
+import json
 from dataclasses import replace
 
 import pytest
 
 from mse_grad_triton import configs
 
-
-def test_ub_formula_counts_each_buffer():
-    # fp16 inputs x3: 2 bytes each + fp32 widening; fp32 result; fp16 output.
-    per_element = 3 * (2 + 4) + 4 + 2
-    assert configs.ub_footprint_bytes(1024, [2, 2, 2], [2], multibuffer=False) \
-        == 1024 * per_element
-    assert configs.ub_footprint_bytes(1024, [2, 2, 2], [2], multibuffer=True) \
-        == 2048 * per_element
-    # fp32 needs no widening and no narrowing.
-    assert configs.ub_footprint_bytes(1, [4, 4], [4], multibuffer=False) == 3 * 4
-    # A second output (the target's gradient): an fp32 negation, narrowed to bf16.
-    assert configs.ub_footprint_bytes(1, [4, 4], [4, 2], multibuffer=False) == 3 * 4 + 4 + 2
+FLAT_F32 = configs.TileKind("flat", (), (4, 4), (4,))
+KINDS = [FLAT_F32, configs.TileKind("flat", (), (2, 2, 2), (2,)),
+         configs.TileKind("strided", (3, 0, 1, 0), (4, 4), (4,), row_padding=2)]
 
 
-@pytest.mark.parametrize("itemsizes,out_itemsize", [([4, 4, 4], [4]), ([2, 2, 2], [2]),
-                                                    ([4, 4], [4]), ([2, 2], [2, 2]),
-                                                    ([2, 4, 2], [4])])
-@pytest.mark.parametrize("multibuffer", [True, False])
-def test_largest_fitting_block_is_the_largest_that_fits(itemsizes, out_itemsize, multibuffer):
-    block = configs.largest_fitting_block(itemsizes, out_itemsize, multibuffer)
-    assert block & (block - 1) == 0
-    assert configs.ub_footprint_bytes(block, itemsizes, out_itemsize, multibuffer) \
-        <= configs.UB_BYTES
-    assert block == configs.MAX_BLOCK_SIZE or configs.ub_footprint_bytes(
-        2 * block, itemsizes, out_itemsize, multibuffer) > configs.UB_BYTES
+@pytest.fixture
+def ub_plan(tmp_path, monkeypatch):
+    """``ub_plan({key: {"multibuffer": n, "single": m}})`` puts a UB plan in force."""
+    def put(entries):
+        path = tmp_path / f"ub_plan{len(list(tmp_path.iterdir()))}.json"
+        path.write_text(json.dumps({"compiler": "test", "entries": entries}))
+        monkeypatch.setattr(configs, "UB_PLAN_FILE", path)
+        configs.ub_plan.cache_clear()
+
+    yield put
+    configs.ub_plan.cache_clear()
 
 
-def test_npu_default_fits_ub_and_uses_one_program_per_core():
-    config = configs.select_config("npu", [2, 2, 2], [2], row_length=1 << 24, num_rows=1,
-                                   num_units=48)
-    assert config.block_size == configs.largest_fitting_block([2, 2, 2], [2], True)
-    assert config.programs_per_unit == 1 and config.multibuffer
+def test_the_shipped_plan_names_its_compiler_and_measures_the_common_kinds():
+    plan = configs.ub_plan()
+    assert plan["compiler"].startswith("bishengir-compile ")
+    for kind in KINDS:
+        block, origin = configs.largest_clean_block(kind, multibuffer=True)
+        assert origin == "measured" and block & (block - 1) == 0 and block >= 1024
+
+
+def test_the_npu_default_is_the_measured_clean_tile(ub_plan):
+    ub_plan({FLAT_F32.key: {"multibuffer": 2048, "single": 8192}})
+    config = configs.select_config("npu", 1 << 24, 1, 48, tile_kind=FLAT_F32)
+    assert config.block_size == 2048 and config.multibuffer
+    assert config.programs_per_unit == 1
+    assert configs.largest_clean_block(FLAT_F32, multibuffer=False) == (8192, "measured")
+
+
+def test_an_unmeasured_kind_gets_the_smallest_clean_tile_of_its_path(ub_plan):
+    ub_plan({FLAT_F32.key: {"multibuffer": 4096},
+             configs.TileKind("flat", (), (2, 2), (2,)).key: {"multibuffer": 2048},
+             configs.TileKind("strided", (0, 0, 0, 0), (4,), (4,), 4).key: {"multibuffer": 512},
+             configs.TileKind("strided", (0, 0, 0, 0), (4,), (4,), 1).key: {"multibuffer": 8192}})
+    mixed = configs.TileKind("flat", (), (2, 4), (4,))
+    assert configs.largest_clean_block(mixed, True) == (2048, "nearest measured")
+    padded = configs.TileKind("strided", (3, 0, 0, 0), (4,), (4,), row_padding=4)
+    assert configs.largest_clean_block(padded, True) == (512, "nearest measured")
+    stepped = configs.TileKind("strided", (3, 0, 0, 0), (4,), (4,), 1, element_strided=True)
+    assert configs.largest_clean_block(stepped, True) == (512, "nearest measured")
+    ub_plan({})
+    assert configs.largest_clean_block(mixed, True) == (1024, "unmeasured")
+
+
+def test_row_padding_follows_the_narrowest_operand():
+    assert configs.row_padding(4, [4, 4], flat=False) == 2       # 16 B rows -> 32 B
+    assert configs.row_padding(3, [2, 2], flat=False) == 4       # 4 x 2 B = 8 B -> 32 B
+    assert configs.row_padding(30, [4], flat=False) == 1
+    assert configs.row_padding(4, [4], flat=True) == 1
+
+
+def test_npu_candidates_are_the_tiles_that_plan_cleanly(ub_plan):
+    ub_plan({FLAT_F32.key: {"multibuffer": 4096, "single": 8192}})
+    runnable = configs.candidate_configs("npu", FLAT_F32)
+    everything = configs.candidate_configs("npu", FLAT_F32, runnable_only=False)
+    assert {(c.block_size, c.multibuffer) for c in runnable} == {
+        (b, mb) for b in (1024, 2048, 4096, 8192) for mb in (True, False)
+        if b <= (4096 if mb else 8192)}
+    assert len(everything) == len(configs.CANDIDATES["npu"]["block_size"]) * 2 * 2
 
 
 @pytest.mark.parametrize("backend", ["npu", "cuda", "cpu"])
 def test_small_tensors_get_smaller_tiles_down_to_the_minimum(backend):
-    big = configs.select_config(backend, [4, 4], [4], 1 << 24, 1, num_units=40).block_size
-    small = configs.select_config(backend, [4, 4], [4], 40 * 1024, 1, num_units=40).block_size
-    tiny = configs.select_config(backend, [4, 4], [4], 10, 1, num_units=40).block_size
+    big = configs.select_config(backend, 1 << 24, 1, 40, tile_kind=FLAT_F32).block_size
+    small = configs.select_config(backend, 40 * 1024, 1, 40, tile_kind=FLAT_F32).block_size
+    tiny = configs.select_config(backend, 10, 1, 40, tile_kind=FLAT_F32).block_size
     assert small <= big
     assert tiny == configs.DEFAULTS[backend]["min_block_size"]
 
 
 def test_cuda_candidates_hold_at_most_eight_elements_per_thread():
     # Measured by the CUDA gate: 16 per thread spills on sm_90/sm_100.
-    candidates = configs.candidate_configs("cuda", [2, 2, 2], [2])
+    candidates = configs.candidate_configs("cuda")
     assert candidates and all(c.block_size <= 8 * 32 * c.num_warps for c in candidates)
     assert {(c.block_size, c.num_warps) for c in candidates} >= {(2048, 8), (1024, 4)}
 
 
 @pytest.mark.parametrize("backend", ["npu", "cuda", "cpu"])
 def test_a_transposed_layout_gets_the_strided_form_as_candidates_too(backend):
-    plain = configs.candidate_configs(backend, [4, 4], [4])
-    both = configs.candidate_configs(backend, [4, 4], [4], transposed=1)
+    plain = configs.candidate_configs(backend, FLAT_F32)
+    both = configs.candidate_configs(backend, FLAT_F32, transposed=1)
     assert all(c.transpose for c in plain)
     assert {replace(c, transpose=True) for c in both if not c.transpose} \
         == {c for c in both if c.transpose}
-    if backend == "npu":  # the turned copy counts against the UB
-        assert configs.ub_footprint_bytes(1024, [4, 4], [4], False, transposed=1) \
-            == configs.ub_footprint_bytes(1024, [4, 4], [4], False) + 1024 * 4
 
 
 def test_cuda_tiles_that_turn_an_operand_hold_four_elements_per_thread():

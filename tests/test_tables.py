@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mse_grad_triton import configs, explain, mse_loss_backward, tables
+from mse_grad_triton import explain, mse_loss_backward, tables
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,22 +120,6 @@ def test_shipped_tables_are_in_a_wheel_install(tmp_path):
     assert result.returncode == 0, result.stderr
     file, block, cpp_source = result.stdout.split()
     assert file.startswith(str(target)) and block == "256" and cpp_source == "True"
-
-
-# --- the UB formula prunes candidates; defaults fit ----------------------------------------
-
-@pytest.mark.parametrize("itemsizes,out", [([4, 4, 4], [4]), ([2, 2, 2], [2]), ([2, 2], [4]),
-                                           ([2, 2], [2, 2])])
-def test_candidates_over_the_ub_budget_are_never_tried(itemsizes, out):
-    space = configs.CANDIDATES["npu"]
-    candidates = configs.candidate_configs("npu", itemsizes, out)
-    assert candidates and all(configs.ub_footprint_bytes(c.block_size, itemsizes, out,
-                                                         c.multibuffer) <= configs.UB_BYTES
-                              for c in candidates)
-    assert len(candidates) < len(space["block_size"]) * len(space["programs_per_unit"]) * 2
-    default = configs.select_config("npu", itemsizes, out, 1 << 24, 1, 48)
-    assert configs.ub_footprint_bytes(default.block_size, itemsizes, out,
-                                      default.multibuffer) <= configs.UB_BYTES
 
 
 # --- backend= -------------------------------------------------------------------------------

@@ -163,3 +163,39 @@ def test_the_transposed_path_tries_the_strided_form_and_a_failing_one_never_wins
     assert all("failed" in c for c in entry["candidates"] if c["config"]["transpose"])
     table = tables.parse_table(tmp_path / "cpu.json", "cpu")
     assert table.config_for("float32", "transposed", 4096).transpose is False
+
+
+def test_on_npu_a_candidate_the_compiler_does_not_plan_cleanly_is_recorded_not_runnable():
+    from mse_grad_triton import backends, configs
+
+    npu = backends.DeviceBackend("npu", "Ascend910B3", 40, False)
+    shape = [1 << 20]
+    operands = (torch.empty([], device="meta"), torch.empty(shape, device="meta"),
+                torch.empty(shape, device="meta"), torch.empty(shape, device="meta"))
+    candidates, unrunnable = tune._candidates(operands, npu)
+    kind = launcher.tile_kind(launcher.layout.of_tensors(operands), (*operands, None))
+    for config in candidates:
+        assert config.block_size <= configs.largest_clean_block(kind, config.multibuffer)[0]
+    assert unrunnable and all("not runnable: bishengir-compile" in r["failed"]
+                              for r in unrunnable)
+    assert {r["config"]["block_size"] for r in unrunnable} >= {16384}
+
+
+def test_model_ranks_the_candidates_and_only_the_best_are_measured(monkeypatch):
+    from mse_grad_triton import triton_compat
+    from mse_grad_triton.tools import bishengir
+
+    if triton_compat.FLAVOUR != "ascend" or bishengir.find_compiler() is None:
+        pytest.skip("needs triton-ascend and bishengir-compile for the model")
+    clock = FakeClock(monkeypatch)
+    table = tune.tune(torch.device("cpu"), ["float32"], ["flat"], [4096], timer=clock.device,
+                      end_to_end=clock.end_to_end, show_progress=False,
+                      ranking=tune.ModelRanking(best=1))
+    entry = table["entries"][0]
+    records = [r for r in entry["candidates"] if "not runnable" not in r.get("failed", "")]
+    assert all("modelled_us" in r for r in records)
+    measured = [r for r in records if "seconds" in r]
+    skipped = [r for r in records if "not measured: ranked" in r.get("failed", "")]
+    assert len(measured) == 1 and len(skipped) == len(records) - 1
+    fastest_modelled = min(records, key=lambda r: r["modelled_us"])
+    assert fastest_modelled is measured[0]

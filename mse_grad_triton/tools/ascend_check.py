@@ -1,31 +1,46 @@
-"""Ascend lowering check: every kernel specialisation the launcher can pick, compiled for Atlas
-A2/A3 as far as a machine without an NPU can (TTIR, then triton-adapter-opt's Linalg/HIVM), and
-inspected.
+"""Ascend gate: every kernel specialisation the launcher, a shipped table or the tuner can
+pick, compiled for Atlas A2/A3 by Huawei's own compiler as far as a machine without an NPU can
+go, and inspected.
 
     python -m mse_grad_triton.tools.ascend_check [--full] [--targets ...] [--jobs N] [--quiet]
+                                                 [--update-ub-plan]
 
 A specialisation is built exactly as triton-ascend's JIT would build it for a real call: the
 launcher plans the call (on meta tensors, so even > 2**31-element cases cost no memory) and
-Triton's own binder derives the signature and specialisation attributes. For each one the check
-reports and enforces:
+Triton's own binder derives the signature and specialisation attributes. Then two stages:
 
-- it lowers (else the compiler's message);
-- how each global operand is accessed: ``B`` block transfer (``memref.reinterpret_cast`` +
-  ``memref.copy`` in, ``bufferization.materialize_in_destination`` out: DMA), ``S`` one scalar
-  load (a one-element grad_output), ``U`` unstructured (per-lane ``memref.load``/``store`` in a
-  constant-bound ``scf.for``: element-by-element scalar code);
-- the tile buffers it allocates (``memref.alloc``), checked against the UB formula's share for
-  the loaded inputs, and the formula's whole footprint (x2 with multibuffer) against the UB;
-- bytes moved per output element (block transfers per tile / tile elements) against the
-  minimum: each loaded input once, the output once.
+1. triton-adapter-opt's Linalg/HIVM (shipped in triton-ascend). Checked: it lowers; each global
+   operand is moved by block transfers (``B``: ``memref.reinterpret_cast`` + ``memref.copy``
+   in, ``bufferization.materialize_in_destination`` out), a scalar load (``S``: a one-element
+   grad_output) or unstructured per-lane code (``U``); the bytes a tile body moves per output
+   element against the minimum; each walked operand's smallest transfer and its innermost
+   stride.
+2. ``bishengir-compile`` (``bishengir.py``: CANN's on $PATH, else the ``ascendnpu-ir`` wheel),
+   with triton-ascend 3.2.0's own A2/A3 options, for every target, to the boundary of hivmc
+   (the closed codegen). From its final HIVM (``hivm.py``): whether it planned the UB at once,
+   after a code-motion retry, only by dropping multibuffer, or not at all; the planned UB;
+   per tile the vector instructions (and those in per-row loops), DMAs, scalar accesses,
+   barriers and flags; and the pipe model of that tile (``pipe_model.py``: modelled, not
+   measured), beside aclnn's V2 kernel on the same model.
 
-Exit status 1 if any specialisation fails to lower, is unstructured where it must be
-structured, overflows the UB, or moves more than the minimum.
+It fails on any compile error, and on an overflow, a retry or a dropped multibuffer of a config
+the launcher or a shipped table uses; a tuner candidate that does not plan cleanly is marked
+not runnable (the tuner never tries it). Candidates are compiled from the smallest tile up, and
+the tiles above the first that does not plan cleanly are not compiled (a larger tile of the
+same kind needs at least as much UB). Where no bishengir-compile exists, the second stage is
+skipped, and every line of the output says so.
+
+The largest clean tile of each kind (``configs.TileKind``) is the launcher's default: kept as
+data in ``mse_grad_triton/ub_plan.json`` with the compiler version; ``--update-ub-plan``
+measures and writes it, and every run checks it against a fresh plan.
 """
 
 import argparse
+import collections
 import concurrent.futures
 import dataclasses
+import datetime
+import functools
 import hashlib
 import json
 import math
@@ -45,10 +60,22 @@ from tqdm import tqdm
 from .. import backends, cli, configs, kernels, launcher, layout, tables, triton_compat
 from ..kernels import MAX_OUTER_DIMS
 from ..reduction import Reduction
+from . import bishengir, hivm, pipe_model
 
-# One A2 (910B) and one A3 (910_93) target by default; --targets all adds every 910B variant.
-DEFAULT_TARGETS = ("Ascend910B3", "Ascend910_93")
-ALL_TARGETS = ("Ascend910B1", "Ascend910B2", "Ascend910B3", "Ascend910B4", "Ascend910_93")
+# One A2 of each core count and one A3 by default; --targets all: every A2/A3 name the
+# compiler knows (REFERENCE.md section 8; "Ascend910_93" is not one).
+DEFAULT_TARGETS = ("Ascend910B3", "Ascend910B1", "Ascend910_9382")
+ALL_TARGETS = ("Ascend910B1", "Ascend910B2", "Ascend910B2C", "Ascend910B3", "Ascend910B4",
+               "Ascend910B4-1", "Ascend910_9362", "Ascend910_9372", "Ascend910_9381",
+               "Ascend910_9382", "Ascend910_9391", "Ascend910_9392")
+# The modelled figures: an A2 of 40 and one of 48 vector cores.
+MODEL_TARGETS = ("Ascend910B3", "Ascend910B1")
+# Vector cores per target (REFERENCE.md section 8), for planning a launch before compiling;
+# every run checks them against the compiler's own target spec (VECTOR_CORE_COUNT).
+TARGET_VECTOR_CORES = {"Ascend910B1": 48, "Ascend910B2": 48, "Ascend910B2C": 48,
+                       "Ascend910B3": 40, "Ascend910B4": 40, "Ascend910B4-1": 40,
+                       "Ascend910_9362": 40, "Ascend910_9372": 40, "Ascend910_9381": 48,
+                       "Ascend910_9382": 48, "Ascend910_9391": 48, "Ascend910_9392": 48}
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 OPERANDS = ("grad_output", "self", "target", "out", "negated_out")
 VECTOR_CORES = 48  # grid size only; it does not change the compiled code
@@ -56,6 +83,9 @@ VECTOR_CORES = 48  # grid size only; it does not change the compiled code
 # per block transfer: below that a DMA's setup, not the copy bandwidth, sets the pace.
 LARGE_LAYOUT = 1 << 16
 MIN_TRANSFER_BYTES = 1024
+# Tiles tried below the candidates where none of them plans cleanly.
+PROBE_BLOCKS = (512, 256, 128, 64, 32)
+ROLES = ("launcher", "table", "candidate")   # who would use a config: fails on which
 
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -149,17 +179,21 @@ class Case(LayoutCase):
     negated: bool = False              # also write the target's gradient (-out)
     transpose: bool = True             # KernelConfig.transpose (False: the strided form)
 
+    @property
+    def group(self) -> tuple:
+        """The cases that differ only in tile size (compiled smallest first)."""
+        return (self.layout, self.dtypes, self.multibuffer, self.negated, self.transpose)
+
 
 @dataclasses.dataclass
 class Result:
     case: Case
+    role: str = "candidate"   # ROLES: the launcher's choice, a shipped table's, or a candidate
     path: str = ""
     block_size: int = 0       # compiled tile size: the case's, or less for short rows
     lowered: bool = False
     error: str = ""
     access: Dict[str, str] = dataclasses.field(default_factory=dict)  # operand -> B/S/U/-
-    tile_bytes: int = 0       # memref.alloc bytes in the lowered kernel
-    formula_bytes: int = 0    # configs.ub_footprint_bytes, multibuffer included
     moved_per_element: float = 0.0
     minimum_per_element: int = 0
     tile: Tuple[int, int] = (0, 0)  # (rows, columns) of the compiled tile
@@ -167,16 +201,40 @@ class Result:
     # stride innermost
     transfer_bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
     unit_innermost: Dict[str, bool] = dataclasses.field(default_factory=dict)
+    tile_kind: str = ""       # configs.TileKind.key
+    # bishengir-compile: target -> status (bishengir.STATUSES, "skipped", or "" without it)
+    compiled: Dict[str, str] = dataclasses.field(default_factory=dict)
+    planned_ub_bytes: int = 0
+    required_ub_bytes: int = 0
+    ub_capacity_bytes: int = 0
+    body: Optional[hivm.TileBody] = None   # a full tile of the final HIVM (hivm.Hivm.tile)
+    vector_cores: Dict[str, int] = dataclasses.field(default_factory=dict)  # target -> cores
+    modelled: Dict[str, pipe_model.Modelled] = dataclasses.field(default_factory=dict)
+    aclnn: Dict[str, pipe_model.Modelled] = dataclasses.field(default_factory=dict)
     problems: List[str] = dataclasses.field(default_factory=list)
+    notes: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """The worst bishengir-compile status over the targets."""
+        order = ("error", "overflow", "multibuffer dropped", "code-motion retry", "skipped",
+                 "clean", "")
+        return min(self.compiled.values(), key=order.index, default="")
+
+    @property
+    def runnable(self) -> bool:
+        return self.status == "clean"
 
 
 def enumerate_cases(full: bool) -> List[Case]:
     """The specialisations to check.
 
-    Default: every layout x the uniform dtypes x every candidate and shipped tile size (with
-    and without multibuffer where it fits), plus every dtype combination the API accepts on NPU
-    (3**4) for the flat, scalar-grad and broadcast layouts at the default tile size.
-    ``full``: every dtype combination for every layout and tile size.
+    Default: every layout x the uniform dtypes x every candidate tile size (with and without
+    multibuffer; on transposed layouts also the strided form) and every config of a shipped
+    table; the launcher's own choices for each, with one output and with two (its default
+    tile, and the smaller ones it shrinks to for small tensors); and every dtype combination
+    the API accepts on NPU (3**4) for the flat, scalar-grad and broadcast layouts at the
+    launcher's choices. ``full``: every dtype combination for every layout and tile size.
     """
     names = list(DTYPES)
     combos = [(g, x, y, o) for g in names for x in names for y in names for o in names]
@@ -187,34 +245,58 @@ def enumerate_cases(full: bool) -> List[Case]:
             for config in _configs_for(layout_name, dtypes):
                 cases.add(Case(layout_name, dtypes, config.block_size, config.multibuffer,
                                transpose=config.transpose))
-    for layout_name in LAYOUTS:  # both gradients in one pass (autograd, input and target)
-        for dtypes in uniform:
-            cases.add(Case(layout_name, dtypes, _default_block(layout_name, dtypes, True),
-                           True, negated=True))
+            for negated in (False, True):  # both gradients in one pass: autograd's pair
+                cases.update(launcher_cases(layout_name, dtypes, negated))
     if not full:
         for layout_name in ("flat", "flat_scalar_grad", "broadcast_target"):
             for dtypes in combos:
-                block = _default_block(layout_name, dtypes)
-                cases.add(Case(layout_name, dtypes, block, True))
+                cases.update(launcher_cases(layout_name, dtypes, False))
     return sorted(cases, key=lambda c: (list(LAYOUTS).index(c.layout), c.negated, c.dtypes,
                                         c.block_size, c.multibuffer, not c.transpose))
 
 
-def _itemsizes(layout_name: str, dtypes,
-               negated: bool = False) -> Tuple[List[int], List[int], int]:
-    """``launcher.tile_itemsizes`` of a layout with these dtypes."""
+@functools.cache  # follows ub_plan.json: write_ub_plan clears it
+def launcher_cases(layout_name: str, dtypes, negated: bool) -> Tuple[Case, ...]:
+    """The launcher's choices without a tuned table: its default tile for the layout and the
+    smaller ones it shrinks to for small tensors of the same kind."""
+    block = launcher_block(layout_name, dtypes, negated)
+    blocks = [block]
+    while blocks[-1] > configs.DEFAULTS["npu"]["min_block_size"]:
+        blocks.append(max(configs.DEFAULTS["npu"]["min_block_size"], blocks[-1] // 4))
+    return tuple(Case(layout_name, dtypes, b, True, negated) for b in blocks)
+
+
+def launcher_block(layout_name: str, dtypes, negated: bool = False) -> int:
+    """The tile the launcher picks for the layout without a tuned table (before shrinking it
+    for a small tensor): ``configs.select_config`` for its ``TileKind``."""
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     negated_out = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    return launcher.tile_itemsizes(layout.of_tensors(tensors),
-                                   (*tensors, negated_out if negated else None))
+    rows = layout.of_tensors(tensors)
+    kind = launcher.tile_kind(rows, (*tensors, negated_out if negated else None))
+    return configs.select_config("npu", rows.row_length, rows.num_rows, 1,
+                                 tile_kind=kind).block_size
 
 
-def _configs_for(layout_name: str, dtypes) -> List[configs.KernelConfig]:
-    """The tuner's candidates for these item sizes, and every config of a shipped table."""
-    inputs, out, transposed = _itemsizes(layout_name, dtypes)
+def role_of(case: Case) -> str:
+    """Who uses the config: ``launcher``, a shipped ``table``, or only the tuner."""
+    if case.multibuffer and case.transpose and case in launcher_cases(case.layout, case.dtypes,
+                                                                      case.negated):
+        return "launcher"
+    if any((c.block_size, c.multibuffer, c.transpose) ==
+           (case.block_size, case.multibuffer, case.transpose) for c in shipped_configs()):
+        return "table"
+    return "candidate"
+
+
+def _configs_for(layout_name: str, dtypes, negated: bool = False) -> List[configs.KernelConfig]:
+    """Every candidate (runnable or not: finding out is the gate's job) and every config of a
+    shipped table."""
+    tensors, plan = plan_case(Case(layout_name, dtypes, 1024, True, negated))
+    transposed = launcher.transposed_operands(plan.layout.tile_modes(), negated) \
+        if not plan.layout.flat else 0
     unique = {(c.block_size, c.multibuffer, c.transpose): c
-              for c in configs.candidate_configs("npu", inputs, out, transposed)
-              + shipped_configs()}
+              for c in configs.candidate_configs("npu", transposed=transposed,
+                                                 runnable_only=False) + shipped_configs()}
     return list(unique.values())
 
 
@@ -232,18 +314,13 @@ def shipped_configs() -> List[configs.KernelConfig]:
     return found
 
 
-def _default_block(layout_name: str, dtypes, negated: bool = False) -> int:
-    inputs, outputs, transposed = _itemsizes(layout_name, dtypes, negated)
-    return configs.largest_fitting_block(inputs, outputs, True, transposed)
-
-
 # --- building and lowering ---------------------------------------------------------------
 
-def plan_case(case: Case):
+def plan_case(case: Case, num_units: int = VECTOR_CORES):
     """The case's five operands (meta tensors; the target's gradient last) and the launcher's
-    plan for them on an Atlas A2 with 48 vector cores."""
+    plan for them on an Atlas A2 with ``num_units`` vector cores."""
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
-    backend = backends.DeviceBackend("npu", "Ascend910B3", VECTOR_CORES, False)
+    backend = backends.DeviceBackend("npu", "Ascend910B3", num_units, False)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer,
                                   transpose=case.transpose)
     # The target's gradient has the output's shape and strides, in the target's dtype.
@@ -387,6 +464,18 @@ def _kind(kinds: set) -> str:
 
 # --- checking one specialisation ---------------------------------------------------------
 
+def cache_root() -> Optional[Path]:
+    """Where both stages' outputs are cached (by content digests and compiler versions:
+    an entry cannot go stale): ``$MSE_GRAD_TRITON_CACHE/mse-grad-triton``."""
+    root = os.environ.get("MSE_GRAD_TRITON_CACHE", str(Path.home() / ".cache"))
+    return Path(root) / "mse-grad-triton" if root else None
+
+
+def _cache_dir() -> Optional[Path]:
+    root = cache_root()
+    return root / "ascend-lowering" if root else None
+
+
 _LOWERED: Dict[str, Tuple[str, str]] = {}  # TTIR digest -> (linalg, error); per process
 
 
@@ -425,11 +514,16 @@ def _lower_cached(ttir_text: str, spec, ttir, metadata) -> Tuple[str, str]:
     return result
 
 
-def check_case(case: Case, targets: Sequence[str]) -> Result:
-    """Build, lower (for every target) and inspect one specialisation."""
-    result = Result(case)
+def check_case(case: Case, targets: Sequence[str],
+               compiler: Optional[bishengir.Compiler] = None, role: Optional[str] = None,
+               model: bool = False) -> Result:
+    """Build, lower, compile (for every target, where a compiler is given) and inspect one
+    specialisation; ``model``: also model it on ``MODEL_TARGETS`` beside aclnn."""
+    result = Result(case, role or role_of(case))
     tensors, plan = plan_case(case)
     result.path = plan.path
+    operands = (*tensors[:4], tensors[4] if case.negated else None)
+    result.tile_kind = launcher.tile_kind(plan.layout, operands, case.transpose).key
     linalg = _lower_for(plan, tensors, targets, result)
     if linalg is None:
         return result
@@ -437,19 +531,277 @@ def check_case(case: Case, targets: Sequence[str]) -> Result:
     block = result.block_size = plan.config.block_size
     accesses = classify(linalg, num_pointers=len(OPERANDS))
     result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
-    result.tile_bytes = accesses.tile_bytes
-    loaded, stored, transposed = launcher.tile_itemsizes(
-        plan.layout, (*tensors[:4], tensors[4] if case.negated else None))
-    transposed *= plan.config.transpose  # the strided form turns nothing
-    result.formula_bytes = configs.ub_footprint_bytes(block, loaded, stored, case.multibuffer,
-                                                      transposed)
+    loaded, stored, _ = launcher.tile_itemsizes(plan.layout, operands)
     result.moved_per_element = sum(accesses.block_bytes.values()) / block
     result.tile = plan.tile
     result.transfer_bytes = {OPERANDS[i]: b for i, b in accesses.transfer_bytes.items()}
     result.unit_innermost = {OPERANDS[i]: u for i, u in accesses.unit_innermost.items()}
     result.minimum_per_element = sum(loaded) + sum(stored)
-    _judge(result, plan, [t.element_size() for t in tensors], block * sum(loaded))
+    if compiler is not None:
+        _compile_for(linalg, targets, compiler, result)
+        if model and result.body is not None:
+            _model(result, case, operands)
+    _judge(result, plan, [t.element_size() for t in tensors], compiler)
     return result
+
+
+def _compile_for(linalg: str, targets: Sequence[str], compiler: bishengir.Compiler,
+                 result: Result) -> None:
+    """bishengir-compile for every target: the statuses, and the first target's final HIVM
+    read (they differ only in the target spec)."""
+    cache = cache_root() / "bishengir" if cache_root() else None
+    for target in targets:
+        compiled = bishengir.compile_linalg(linalg, target, result.case.multibuffer, compiler,
+                                            cache)
+        result.compiled[target] = compiled.status
+        if compiled.status == "error":
+            result.error = result.error or f"{target}: {compiled.error}"
+        result.required_ub_bytes = max(result.required_ub_bytes, compiled.required_ub_bytes)
+        if compiled.hivm:
+            read = hivm.read(compiled.hivm)
+            result.vector_cores[target] = read.spec.get("VECTOR_CORE_COUNT", 0)
+            if result.body is None:
+                result.body = read.tile
+                result.planned_ub_bytes = compiled.planned_ub_bytes
+                result.ub_capacity_bytes = read.spec.get("UB_SIZE", 0) // 8
+
+
+def _model(result: Result, case: Case, operands) -> None:
+    """The pipe model of the compiled tile on each of ``MODEL_TARGETS`` for the layout's own
+    size, and aclnn's V2 kernel on the same model (modelled, not measured)."""
+    for target in MODEL_TARGETS:
+        cores = result.vector_cores.get(target)
+        if not cores:
+            continue
+        _, plan = plan_case(case, num_units=cores)
+        busy = pipe_model.busy_cores(plan.num_programs, cores)
+        minimal_in, minimal_out = minimal_bytes(operands)
+        result.modelled[target] = pipe_model.model_call(
+            pipe_model.tile_cycles(result.body, busy), plan.num_tiles, plan.num_programs, cores,
+            case.multibuffer, minimal_in, minimal_out, last_tile_fraction(plan))
+        result.aclnn[target] = model_aclnn(operands, cores)
+
+
+def npu_backend(target: str = MODEL_TARGETS[0]) -> backends.DeviceBackend:
+    """An Ascend device as the launcher plans for it (no device needed)."""
+    return backends.DeviceBackend("npu", target, TARGET_VECTOR_CORES[target], False)
+
+
+def model_launch(operands, plan, target: str = MODEL_TARGETS[0],
+                 compiler: Optional[bishengir.Compiler] = None
+                 ) -> Tuple[Optional[pipe_model.Modelled], str]:
+    """The modelled device time of ``plan`` on ``operands`` (grad_output, self, target, out,
+    negated_out or None; real or meta tensors) for an Ascend ``target``: lowered, compiled
+    by bishengir-compile (cached) and its tile modelled with the target's own vector cores.
+    None, with the reason, where it does not compile cleanly or there is no compiler."""
+    compiler = compiler or bishengir.find_compiler()
+    if compiler is None:
+        return None, "no bishengir-compile"
+    meta = tuple(None if t is None else torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
+                                                            device="meta") for t in operands)
+    pointers = (*meta[:4], meta[4] if meta[4] is not None else meta[3])
+    result = Result(Case("", ("f32",) * 4, plan.config.block_size, plan.config.multibuffer))
+    linalg = _lower_for(plan, pointers, [target], result)
+    if linalg is None:
+        return None, result.error
+    _compile_for(linalg, [target], compiler, result)
+    if not result.runnable or result.body is None:
+        return None, f"bishengir-compile: {result.status} {result.error}".strip()
+    cores = result.vector_cores[target]
+    programs = min(plan.num_tiles, cores * plan.config.programs_per_unit)
+    minimal_in, minimal_out = minimal_bytes(meta)
+    return pipe_model.model_call(
+        pipe_model.tile_cycles(result.body, pipe_model.busy_cores(programs, cores)),
+        plan.num_tiles, programs, cores, plan.config.multibuffer, minimal_in, minimal_out,
+        last_tile_fraction(plan)), ""
+
+
+def minimal_bytes(operands) -> Tuple[int, int]:
+    """The least a call must move: each input's own elements once (a broadcast one's too), and
+    each output's."""
+    def own(tensor) -> int:
+        return math.prod(size for size, stride in zip(tensor.shape, tensor.stride())
+                         if stride != 0) * tensor.element_size()
+    inputs = sum(own(t) for t in operands[:3])
+    return inputs, sum(own(t) for t in operands[3:] if t is not None)
+
+
+def last_tile_fraction(plan) -> float:
+    """How full the flat kernel's last tile is (strided tiles are costed whole)."""
+    if not plan.layout.flat:
+        return 1.0
+    remainder = plan.layout.row_length % plan.config.block_size
+    return remainder / plan.config.block_size if remainder else 1.0
+
+
+def model_aclnn(operands, cores: int) -> pipe_model.Modelled:
+    """aclnnMseLossBackward on these operands, modelled as its V2 kernel (REFERENCE.md
+    section 1). V2 runs only where the three inputs have one shape; otherwise aclnn runs V1,
+    whose source is not public: modelled as V2 after expanding the smaller inputs, and any
+    non-contiguous input is first copied to contiguous (``l0op::Contiguous``)."""
+    grad, self, target, out = operands[:4]
+    numel, itemsize = out.numel(), self.element_size()
+    copies, notes = [], []
+    for tensor in (grad, self, target):
+        if tuple(tensor.shape) != tuple(out.shape):
+            copies.append((0, numel * itemsize))
+            notes.append("expand")
+        elif not tensor.is_contiguous():
+            copies.append((numel * itemsize, numel * itemsize))
+            notes.append("contiguous copy")
+    label = "aclnn V2" if not copies else "aclnn V1 as V2 + " + ", ".join(sorted(set(notes)))
+    return pipe_model.model_aclnn(numel, itemsize, cores, copies,
+                                  label=f"{label}, {pipe_model.LABEL}")
+
+
+def _judge(result: Result, plan, itemsizes: Sequence[int],
+           compiler: Optional[bishengir.Compiler]) -> None:
+    """Record every rule the inspected specialisation breaks in ``result.problems``."""
+    case = result.case
+    # The strided form of a transposed layout walks an operand at its column stride: by design.
+    must_be_block = LAYOUTS[case.layout][1] and case.transpose
+    for i, name in enumerate(OPERANDS):
+        expected = ("S" if i == 0 and plan.layout.scalar_grad else
+                    "-" if i == 4 and not case.negated else "B")
+        kind = result.access[name]
+        if kind == "U" and (must_be_block or expected == "S"):
+            result.problems.append(f"unstructured access to {name}")
+        elif kind not in ("U", expected):
+            result.problems.append(f"{name} accessed as {kind}, expected {expected}")
+    for name, bytes_ in result.transfer_bytes.items():
+        if not result.unit_innermost[name] and must_be_block:
+            result.problems.append(f"{name} moved with a non-unit innermost stride")
+        if bytes_ < _required_transfer_bytes(plan, OPERANDS.index(name), itemsizes):
+            result.problems.append(f"{name} moves {bytes_} B per transfer < "
+                                   f"{MIN_TRANSFER_BYTES} B")
+    if result.moved_per_element > result.minimum_per_element:
+        result.problems.append(f"moves {result.moved_per_element:g} B/element > minimum "
+                               f"{result.minimum_per_element}")
+    if compiler is None:
+        return
+    for target, cores in result.vector_cores.items():
+        if cores != TARGET_VECTOR_CORES.get(target):
+            result.problems.append(f"{target} has {cores} vector cores in the compiler's spec, "
+                                   f"{TARGET_VECTOR_CORES.get(target)} in TARGET_VECTOR_CORES")
+    for target, status in result.compiled.items():
+        if status == "error":
+            result.problems.append(f"bishengir-compile error for {target}")
+        elif status != "clean" and result.role != "candidate":
+            result.problems.append(f"{status} for {target}, a config the {result.role} uses")
+    if result.compiled and not result.runnable and result.role == "candidate":
+        result.notes.append(f"not runnable ({result.status})")
+
+
+def check_group(cases: Sequence[Case], targets: Sequence[str],
+                compiler: Optional[bishengir.Compiler], model: Sequence[Case] = (),
+                candidate_targets: Optional[Sequence[str]] = None) -> List[Result]:
+    """Cases that differ only in tile size, smallest first: once one does not plan cleanly,
+    the larger candidates are not compiled (they need at least as much UB) but marked. Where
+    none plans cleanly, smaller tiles are probed (``PROBE_BLOCKS``) until one does. Tuner
+    candidates are compiled for ``candidate_targets`` (default: every target), the configs
+    the launcher or a table uses for every target."""
+    results, blocked_at = [], None
+    for case in sorted(cases, key=lambda c: c.block_size):
+        role = role_of(case)
+        if blocked_at is not None and role == "candidate":
+            result = Result(case, role, notes=[f"not compiled: the {blocked_at} tile of this "
+                                               "kind did not plan cleanly"])
+            result.compiled = {target: "skipped" for target in targets}
+            results.append(result)
+            continue
+        these = targets if role != "candidate" else (candidate_targets or targets)
+        result = check_case(case, these, compiler, role, model=case in model)
+        results.append(result)
+        if compiler is not None and result.lowered and not result.runnable \
+                and blocked_at is None:
+            blocked_at = case.block_size
+    if compiler is not None and results and blocked_at == min(c.block_size for c in cases):
+        first = min(cases, key=lambda c: c.block_size)
+        for block in (b for b in PROBE_BLOCKS if b < first.block_size):
+            probe = check_case(dataclasses.replace(first, block_size=block),
+                               candidate_targets or targets, compiler, "candidate")
+            probe.notes.append("probe: no candidate tile of this kind plans cleanly")
+            results.append(probe)
+            if probe.runnable:
+                break
+    return results
+
+
+def run(cases: Sequence[Case], targets: Sequence[str], jobs: int,
+        compiler: Optional[bishengir.Compiler] = None, model: Sequence[Case] = (),
+        progress: Callable[[int], None] = lambda done: None,
+        candidate_targets: Optional[Sequence[str]] = None) -> List[Result]:
+    """Check ``cases`` in their groups (``Case.group``) on ``jobs`` worker processes (forked:
+    the kernel needs no pickling); ``model`` the cases to model too."""
+    groups = collections.defaultdict(list)
+    for case in cases:
+        groups[case.group].append(case)
+    model = set(model)
+    if jobs <= 1:
+        results = []
+        for group in groups.values():
+            results += check_group(group, targets, compiler, [c for c in group if c in model],
+                                   candidate_targets)
+            progress(len(group))
+        return results
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {pool.submit(check_group, group, targets, compiler,
+                               [c for c in group if c in model], candidate_targets): len(group)
+                   for group in groups.values()}
+        for future in concurrent.futures.as_completed(futures):
+            progress(futures[future])
+        return [r for future in futures for r in future.result()]
+
+
+# --- the UB plan: the largest clean tile per kind --------------------------------------
+
+def measured_ub_plan(results: Sequence[Result]) -> Dict[str, Dict[str, int]]:
+    """Per ``TileKind`` key, the largest tile that planned cleanly on every target, with and
+    without multibuffer: the smallest over the layouts of that kind (their tiles can differ).
+    Only groups that tried every candidate tile count (a group of one tile says nothing about
+    the next)."""
+    by_group = collections.defaultdict(list)
+    for r in results:
+        by_group[r.case.group].append(r)
+    plan: Dict[str, Dict[str, int]] = {}
+    for group in by_group.values():
+        if len({r.case.block_size for r in group}) < len(configs.CANDIDATES["npu"]["block_size"]):
+            continue
+        clean = [r.case.block_size for r in group if r.runnable]
+        if not clean or not group[0].tile_kind:
+            continue
+        field = "multibuffer" if group[0].case.multibuffer else "single"
+        entry = plan.setdefault(group[0].tile_kind, {})
+        entry[field] = min(entry.get(field, max(clean)), max(clean))
+    return dict(sorted(plan.items()))
+
+
+def write_ub_plan(plan: Dict[str, Dict[str, int]], compiler: bishengir.Compiler,
+                  targets: Sequence[str]) -> Path:
+    path = configs.UB_PLAN_FILE
+    path.write_text(json.dumps({
+        "compiler": compiler.version, "targets": list(targets),
+        "date": datetime.date.today().isoformat(),
+        "what": "per configs.TileKind key: the largest tile bishengir-compile plans cleanly "
+                "(no overflow, no retry, multibuffer kept) on every target; written by "
+                "./run ascend-check --update-ub-plan",
+        "entries": plan}, indent=1) + "\n")
+    configs.ub_plan.cache_clear()
+    launcher_cases.cache_clear()
+    return path
+
+
+def stale_ub_plan(measured: Dict[str, Dict[str, int]],
+                  compiler: bishengir.Compiler) -> List[str]:
+    """Where ``ub_plan.json`` and this run's measurements disagree (for the same compiler)."""
+    recorded = configs.ub_plan()
+    if recorded.get("compiler") != compiler.version:
+        return [f"ub_plan.json was measured with {recorded.get('compiler')}, this is "
+                f"{compiler.version}: run --update-ub-plan"]
+    entries = recorded.get("entries", {})
+    return [f"{key}: ub_plan.json has {entries.get(key)}, the compiler plans {value}"
+            for key, value in measured.items() if entries.get(key) != value]
 
 
 def _lower_for(plan, tensors, targets: Sequence[str], result: Result) -> Optional[str]:
@@ -473,35 +825,6 @@ def _lower_for(plan, tensors, targets: Sequence[str], result: Result) -> Optiona
     return linalg
 
 
-def _judge(result: Result, plan, itemsizes: Sequence[int], input_share: int) -> None:
-    """Record every rule the inspected specialisation breaks in ``result.problems``."""
-    case = result.case
-    # The strided form of a transposed layout walks an operand at its column stride: by design.
-    must_be_block = LAYOUTS[case.layout][1] and case.transpose
-    for i, name in enumerate(OPERANDS):
-        expected = ("S" if i == 0 and plan.layout.scalar_grad else
-                    "-" if i == 4 and not case.negated else "B")
-        kind = result.access[name]
-        if kind == "U" and (must_be_block or expected == "S"):
-            result.problems.append(f"unstructured access to {name}")
-        elif kind not in ("U", expected):
-            result.problems.append(f"{name} accessed as {kind}, expected {expected}")
-    for name, bytes_ in result.transfer_bytes.items():
-        if not result.unit_innermost[name] and must_be_block:
-            result.problems.append(f"{name} moved with a non-unit innermost stride")
-        if bytes_ < _required_transfer_bytes(plan, OPERANDS.index(name), itemsizes):
-            result.problems.append(f"{name} moves {bytes_} B per transfer < "
-                                   f"{MIN_TRANSFER_BYTES} B")
-    if result.formula_bytes > configs.UB_BYTES:
-        result.problems.append(f"UB formula {result.formula_bytes} B > {configs.UB_BYTES} B")
-    if result.access["self"] == "B" and result.tile_bytes > input_share:
-        result.problems.append(f"tile buffers {result.tile_bytes} B exceed the UB formula's "
-                               f"input share {input_share} B")
-    if result.moved_per_element > result.minimum_per_element:
-        result.problems.append(f"moves {result.moved_per_element:g} B/element > minimum "
-                               f"{result.minimum_per_element}")
-
-
 def _required_transfer_bytes(plan, operand: int, itemsizes: Sequence[int]) -> int:
     """The least an operand's block transfer must move: ``MIN_TRANSFER_BYTES`` in a layout of
     ``LARGE_LAYOUT`` elements or more, or all of the operand's elements over the tile's two
@@ -517,23 +840,6 @@ def _required_transfer_bytes(plan, operand: int, itemsizes: Sequence[int]) -> in
 _WALKED = (kernels.TILE.value, kernels.TRANSPOSED.value)
 # The strided kernel's mode constexpr of each of OPERANDS.
 MODE_OF = ("GRAD_MODE", "SELF_MODE", "TARGET_MODE", "OUT_MODE", "OUT_MODE")
-
-
-def run(cases: Sequence[Case], targets: Sequence[str], jobs: int,
-        progress: Callable[[int, int], None] = lambda done, total: None) -> List[Result]:
-    """Check ``cases`` on ``jobs`` worker processes (forked: the kernel needs no pickling)."""
-    if jobs <= 1:
-        results = []
-        for i, case in enumerate(cases):
-            results.append(check_case(case, targets))
-            progress(i + 1, len(cases))
-        return results
-    context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = [pool.submit(check_case, case, targets) for case in cases]
-        for i, _ in enumerate(concurrent.futures.as_completed(futures)):
-            progress(i + 1, len(cases))
-        return [f.result() for f in futures]
 
 
 def _transfer_label(result: Result) -> str:
@@ -556,24 +862,73 @@ def verdict(problems: Sequence[str], error: str) -> str:
     return text + (f" ({error[:160]})" if error else "")
 
 
+_STATUS_LABEL = {"clean": "clean", "code-motion retry": "retry", "multibuffer dropped": "mb-drop",
+                 "overflow": "overflow", "error": "error", "skipped": "skipped", "": "-"}
+
+
 def format_table(results: Sequence[Result]) -> str:
-    header = (f"{'layout':<20} {'dtypes g/x/y/out':<17} {'tile':>9} {'mb':>3} {'path':<16} "
-              f"{'access':<7} {'bytes per transfer':<22} {'tiles KB':>8} {'UB KB':>6} "
-              f"{'B/elem':>6} {'min':>4}  verdict")
+    header = (f"{'layout':<20} {'dtypes g/x/y/out':<17} {'tile':>9} {'mb':>2} {'role':<9} "
+              f"{'path':<16} {'access':<6} {'bytes per transfer':<20} {'B/el':>4} {'min':>3} "
+              f"{'bisheng':<8} {'UB KB':>6} {'vec':>5} {'rows':>5}  verdict")
     lines = [header, "-" * len(header)]
     for r in results:
         c = r.case
         access = "".join(r.access.get(name, "?") for name in OPERANDS) if r.lowered else "-"
         status = verdict(r.problems, r.error)
-        if not c.transpose:
-            status += " (strided form: no on-chip turn)"
+        notes = r.notes + ([] if c.transpose else ["strided form: no on-chip turn"])
+        if notes:
+            status += " (" + "; ".join(notes) + ")"
         tile = f"{r.tile[0]}x{r.tile[1]}" if r.lowered else str(c.block_size)
+        ub = r.planned_ub_bytes or r.required_ub_bytes
+        body = r.body
         lines.append(
             f"{c.layout:<20} {'/'.join(c.dtypes):<17} {tile:>9} "
-            f"{'y' if c.multibuffer else 'n':>3} {r.path:<16} {access:<7} "
-            f"{_transfer_label(r):<22} {r.tile_bytes / 1024:>8.1f} {r.formula_bytes / 1024:>6.1f} "
-            f"{r.moved_per_element:>6.3g} {r.minimum_per_element:>4}  {status}")
+            f"{'y' if c.multibuffer else 'n':>2} {r.role + ('+neg' if c.negated else ''):<9} "
+            f"{r.path:<16} {access:<6} {_transfer_label(r):<20} {r.moved_per_element:>4.3g} "
+            f"{r.minimum_per_element:>3} {_STATUS_LABEL[r.status]:<8} "
+            f"{ub / 1024 if ub else 0:>6.1f} {body.vector_calls if body else 0:>5} "
+            f"{body.row_loop_calls if body else 0:>5}  {status}")
     return "\n".join(lines)
+
+
+def format_model_table(results: Sequence[Result]) -> str:
+    """Per layout x dtype at the launcher's default: the compiled tile and its modelled time
+    beside aclnn's."""
+    rows = [r for r in results if r.modelled]
+    target = MODEL_TARGETS[0]
+    header = (f"{'layout':<20} {'dtype':<5} {'tile':>9} {'UB %':>5} {'vec/tile':>8} "
+              f"{'in rows':>7} {'DMAs':>4} {'min DMA':>7} {'scalar':>6} {'bar':>4} "
+              f"{'flags':>5} {'us':>8} {'GB/s':>6} {'roof':>5} {'bound':>5} "
+              f"{'aclnn us':>9} {'vs aclnn':>8}  aclnn as")
+    lines = [f"Modelled for {target} from the compiled HIVM - not measured "
+             f"({pipe_model.SOURCE}); B1 (48 cores) in the JSON of bench",
+             header, "-" * len(header)]
+    for r in rows:
+        m, a, body = r.modelled.get(target), r.aclnn.get(target), r.body
+        if m is None:
+            continue
+        dmas = [t for t in body.transfers]
+        smallest = min((t.burst_bytes for t in dmas), default=0)
+        lines.append(
+            f"{r.case.layout:<20} {r.case.dtypes[1]:<5} {f'{r.tile[0]}x{r.tile[1]}':>9} "
+            f"{100 * r.planned_ub_bytes / (r.ub_capacity_bytes or 1):>5.0f} "
+            f"{body.vector_calls:>8} {body.row_loop_calls:>7} {len(dmas):>4} {smallest:>7} "
+            f"{body.scalar_gm_accesses + body.scalar_ub_accesses:>6} {body.barriers:>4} "
+            f"{body.flags:>5} {m.us:>8.1f} {m.gbps:>6.0f} {100 * m.roofline_fraction:>4.0f}% "
+            f"{m.bottleneck:>5} {a.us:>9.1f} {a.seconds / m.seconds:>7.2f}x  "
+            f"{a.label.split(',')[0]}")
+    assumptions = sorted({text for r in rows for m in r.modelled.values()
+                          for text in m.assumptions})
+    lines.append("vector calls the cost table lacks, costed as: "
+                 + pipe_model.format_assumptions(assumptions))
+    return "\n".join(lines)
+
+
+def model_cases(cases: Sequence[Case]) -> List[Case]:
+    """What the model table shows: the launcher's default per layout and uniform dtype."""
+    return [c for c in cases if c.dtypes[0] == c.dtypes[1] == c.dtypes[2] == c.dtypes[3]
+            and not c.negated and c.multibuffer and c.transpose
+            and c.block_size == launcher_block(c.layout, c.dtypes)]
 
 
 def main(argv=None) -> int:
@@ -585,29 +940,69 @@ def main(argv=None) -> int:
                         help=f"comma-separated, or 'all' ({', '.join(ALL_TARGETS)})")
     parser.add_argument("--jobs", type=cli.positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--quiet", action="store_true", help="print failures and the summary")
+    parser.add_argument("--quick", action="store_true",
+                        help="tuner candidates for the first target only (the launcher's and "
+                             "the tables' configs still for every target)")
+    parser.add_argument("--update-ub-plan", action="store_true",
+                        help="measure the largest clean tile per kind and write "
+                             "mse_grad_triton/ub_plan.json (the launcher's defaults)")
     args = parser.parse_args(argv)
     targets = ALL_TARGETS if "all" in args.targets else tuple(args.targets)
+    compiler = bishengir.find_compiler()
+    if compiler is None and args.update_ub_plan:
+        parser.error("--update-ub-plan needs bishengir-compile (CANN, or pip install "
+                     "ascendnpu-ir==1.2.0 on x86_64)")
+    stage = (f"bishengir-compile: {compiler.version} ({compiler.source}, {compiler.path})"
+             if compiler else "bishengir-compile NOT FOUND (neither CANN's on $PATH nor the "
+             "ascendnpu-ir wheel): ONLY the Linalg stage is checked - NOT the real "
+             "compiler's verdict")
+    print(f"Ascend gate: targets {', '.join(targets)}"
+          + (f" (tuner candidates: {targets[0]} only)" if args.quick else "")
+          + "; TTIR -> Linalg (triton-adapter-opt), then the final HIVM")
+    print(stage)
 
-    cases = enumerate_cases(args.full)
     started = time.time()
-
-    with tqdm(total=len(cases), disable=not sys.stderr.isatty(), unit="spec") as bar:
-        results = run(cases, targets, args.jobs, lambda done, total: bar.update())
+    results = _run_and_measure(args, targets, compiler)
     shown = [r for r in results if r.problems] if args.quiet else results
-    print(f"Ascend lowering check: {len(cases)} specialisations x targets {', '.join(targets)} "
-          "(TTIR -> Linalg/HIVM with triton-adapter-opt; bishengir-compile, which needs CANN, "
-          "is not run)")
     print("access per operand grad_output/self/target/out/negated_out: B block transfer (DMA), "
           "S scalar load, U unstructured (per-lane scalar code), - unused; bytes per transfer: "
           "each operand's smallest block transfer, ~ where its innermost stride is not 1 "
-          f"(layouts of >= {LARGE_LAYOUT} elements must move >= {MIN_TRANSFER_BYTES} B)")
+          f"(layouts of >= {LARGE_LAYOUT} elements must move >= {MIN_TRANSFER_BYTES} B); "
+          "bisheng: clean / retry (code motion off) / mb-drop (multibuffer dropped) / overflow "
+          "/ error, the worst over the targets; UB KB: planned (or required, on overflow); "
+          "vec: vector calls per tile, rows: of them in per-row loops")
     if shown:
         print(format_table(shown))
-    failed = sum(bool(r.problems) for r in results)
+    if compiler is not None:
+        print(format_model_table(results))
+    stale = []
+    if compiler is not None:
+        stale = stale_ub_plan(measured_ub_plan(results), compiler)
+        for line in stale:
+            print(f"FAIL: UB plan data is stale: {line}")
+    failed = sum(bool(r.problems) for r in results) + bool(stale)
+    statuses = collections.Counter(r.status for r in results if r.compiled)
+    print("bishengir-compile: " + (", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+                                   if compiler else "not run (NOT FOUND): Linalg stage only"))
     unstructured = sorted({r.case.layout for r in results if "U" in r.access.values()})
     print(f"unstructured (allowed) in: {', '.join(unstructured) or 'none'}")
-    print(f"{len(results) - failed} passed, {failed} failed ({time.time() - started:.0f} s)")
+    print(f"{len(results) - failed} passed, {failed} failed ({time.time() - started:.0f} s)"
+          + ("" if compiler else " - Linalg stage only, bishengir-compile NOT FOUND"))
     return 1 if failed else 0
+
+
+def _run_and_measure(args, targets, compiler) -> List[Result]:
+    """Every case; with --update-ub-plan, measure and write the plan first, then check the
+    launcher's choices it implies."""
+    passes = 2 if args.update_ub_plan else 1
+    for done in range(passes):
+        cases = enumerate_cases(args.full)   # the launcher's choices follow ub_plan.json
+        with tqdm(total=len(cases), disable=not sys.stderr.isatty(), unit="spec") as bar:
+            results = run(cases, targets, args.jobs, compiler, model_cases(cases), bar.update,
+                          targets[:1] if args.quick else None)
+        if done + 1 < passes:  # measured: write, then check what it makes the launcher pick
+            print(f"wrote {write_ub_plan(measured_ub_plan(results), compiler, targets)}")
+    return results
 
 
 if __name__ == "__main__":

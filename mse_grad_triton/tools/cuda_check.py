@@ -92,7 +92,7 @@ def enumerate_cases(quick: bool) -> List[Case]:
             cases.add(Case(layout_name, dtypes, default.block_size, default.num_warps))
             cases.add(Case(layout_name, dtypes, default.block_size, default.num_warps, True))
             if not quick:
-                for config in configs.candidate_configs("cuda", [], []):
+                for config in configs.candidate_configs("cuda"):
                     cases.add(Case(layout_name, dtypes, config.block_size, config.num_warps))
     for layout_name in ("flat", "flat_scalar_grad", "broadcast_target"):
         for dtypes in (MIXED if quick else combos):
