@@ -144,7 +144,8 @@ def select_config(kind: str, row_length: int, num_rows: int, num_units: int,
     config = defaults["config"]
     block = config.block_size
     if not block:  # NPU: from the compiler's plan
-        block = largest_clean_block(tile_kind, config.multibuffer)[0]
+        block, origin = largest_clean_block(tile_kind, config.multibuffer)
+        config = replace(config, source=f"default ({origin} in ub_plan.json)")
     # Shrink in steps of 4, so that at most three tile sizes (three compiled variants per
     # dtype and path) serve every size: each is a multi-second compile on Ascend.
     minimum = defaults["min_block_size"]
