@@ -80,12 +80,13 @@ class TileKind:
     # An operand walked along the tile's columns at a stride other than 1 (a stepped slice,
     # the strided form of a permuted operand): each element gets a UB slot of its own.
     element_strided: bool = False
+    order: int = 0                  # the kernel's ORDER (launcher.evaluation_order)
 
     @property
     def key(self) -> str:
         modes = "".join(map(str, self.modes)) or "-"
         return (f"{self.path}/modes {modes}/in {','.join(map(str, self.loaded))}/out "
-                f"{','.join(map(str, self.stored))}/pad {self.row_padding}"
+                f"{','.join(map(str, self.stored))}/pad {self.row_padding}/order {self.order}"
                 + ("/element-strided" if self.element_strided else ""))
 
 
@@ -120,7 +121,7 @@ def largest_clean_block(kind: TileKind, multibuffer: bool) -> Tuple[int, str]:
     same_path = {key: e[field] for key, e in entries.items()
                  if key.startswith(f"{kind.path}/") and e.get(field)}
     padded = [b for key, b in same_path.items()
-              if f"/pad {kind.row_padding}" in key and ("/element-strided" in key) ==
+              if f"/pad {kind.row_padding}/" in key and ("/element-strided" in key) ==
               kind.element_strided]
     if padded or same_path:
         return min(padded or same_path.values()), "nearest measured"

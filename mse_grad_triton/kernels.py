@@ -30,7 +30,9 @@ vector (int64 vector arithmetic runs as scalar code on Ascend A2/A3).
   where the operand has one; whole tiles are moved unmasked, partial edge tiles masked.
 
 Constexpr switches: ``SCALAR_GRAD`` loads the single ``grad_output`` element once per program;
-``WRITE_NEGATED`` also stores the target's gradient (``-out``) in the same pass.
+``WRITE_NEGATED`` also stores the target's gradient (``-out``) in the same pass; ``ORDER`` says
+how the product is evaluated so that no intermediate leaves the range the result is in
+(``GUARDED``, ``PRODUCT_FIRST``, ``SCALAR_FACTORS``: see ``_gradient``).
 """
 
 import triton
@@ -75,33 +77,71 @@ def _load(pointers, mask, COMPUTE_DTYPE: tl.constexpr, SKIP_PADDING: tl.constexp
     return values.to(COMPUTE_DTYPE)
 
 
-@triton.jit
-def _gradient(grad, x, y, scale):
-    """``grad * (x - y) * scale`` in the compute dtype (operands broadcast against each other).
+# How the gradient is evaluated: the ORDER constexpr, chosen per launch by the launcher
+# (``launcher.evaluation_order``). Each keeps every intermediate in range where it is used.
+GUARDED = tl.constexpr(0)         # per element: the scale on whichever factor keeps it in range
+PRODUCT_FIRST = tl.constexpr(1)   # (grad * difference) * scale: the scale is >= 1 (none, sum),
+                                  # or every input is fp16 (no fp32 extreme is reachable)
+SCALAR_FACTORS = tl.constexpr(2)  # grad is one value: difference * first * second, two scalars
+                                  # each program chooses once (_scalar_factors)
 
-    The scale goes where the intermediate stays in range: to the smaller factor when it grows
-    it (2, for none/sum: 2 * (self - target) may overflow where grad * ... would not), to the
-    larger when it shrinks it (2 / numel, for mean: it may underflow to subnormals). Two
-    selects per element: free in a memory-bound kernel.
+
+@triton.jit
+def _gradient(grad, second, x, y, scale, ORDER: tl.constexpr):
+    """``grad * (x - y) * scale`` in the compute dtype (operands broadcast against each other),
+    evaluated in ``ORDER``. With ``SCALAR_FACTORS``, ``grad`` and ``second`` are the scalars
+    ``_scalar_factors`` chose and ``scale`` is unused (``second`` is unused otherwise).
+
+    ``GUARDED`` puts the scale where the intermediate stays in range: on the smaller factor
+    when it grows it (2, for none/sum: 2 * (self - target) may overflow where grad * ... would
+    not), on the larger when it shrinks it (2 / numel, for mean: it may underflow to
+    subnormals): 7 vector instructions per tile more than the arithmetic. ``PRODUCT_FIRST``:
+    with a scale >= 1, grad * difference overflows only where the result does, and rounds
+    twice only in fp32's subnormals (<= 1 ULP there); with fp16 inputs nothing is near an
+    fp32 extreme.
     """
     difference = x - y
-    scale_grad = (tl.abs(grad) <= tl.abs(difference)) == (scale >= 1.0)
-    scaled = tl.where(scale_grad, grad, difference) * scale
-    return scaled * tl.where(scale_grad, difference, grad)
+    if ORDER == SCALAR_FACTORS:
+        result = (difference * grad) * second
+    elif ORDER == PRODUCT_FIRST:
+        result = (grad * difference) * scale
+    else:
+        scale_grad = (tl.abs(grad) <= tl.abs(difference)) == (scale >= 1.0)
+        scaled = tl.where(scale_grad, grad, difference) * scale
+        result = scaled * tl.where(scale_grad, difference, grad)
+    return result
 
 
 @triton.jit
-def _flat_tile(grad, grad_pointers, self_pointers, target_pointers, out_pointers,
+def _scalar_factors(grad, scale, COMPUTE_FP64: tl.constexpr):
+    """The two scalars a one-value grad_output's gradient multiplies each difference by, chosen
+    once per program (scalar code): ``(grad * scale, 1)`` where grad * scale is a normal number
+    (or 0 because grad is): then difference * (grad * scale) is in range wherever the result
+    is; else ``(scale, grad)``: grad * scale overflowed (a scale of 2: then 2 * difference
+    overflows only where the result does) or fell below the normal numbers (grad tiny: a
+    difference * scale in the subnormals makes a result that rounds to 0 anyway)."""
+    scaled = grad * scale
+    smallest = 2.2250738585072014e-308 if COMPUTE_FP64 else 1.1754943508222875e-38
+    largest = 1.7976931348623157e308 if COMPUTE_FP64 else 3.4028234663852886e38
+    magnitude = tl.abs(scaled)
+    in_range = ((magnitude >= smallest) & (magnitude <= largest)) | (grad == 0.0)
+    first = tl.where(in_range, scaled, scale)
+    second = tl.where(in_range, 1.0, grad)
+    return first, second
+
+
+@triton.jit
+def _flat_tile(grad, second, grad_pointers, self_pointers, target_pointers, out_pointers,
                negated_pointers, mask, scale, COMPUTE_DTYPE: tl.constexpr,
                SCALAR_GRAD: tl.constexpr, WRITE_NEGATED: tl.constexpr,
-               SKIP_PADDING: tl.constexpr, MASKED: tl.constexpr):
+               SKIP_PADDING: tl.constexpr, MASKED: tl.constexpr, ORDER: tl.constexpr):
     """One 1-D tile: load self, target (and grad_output unless ``SCALAR_GRAD``: then ``grad``
     is its value), store the gradient (and its negation)."""
     x = _load(self_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
     y = _load(target_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
     if not SCALAR_GRAD:
         grad = _load(grad_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
-    result = _gradient(grad, x, y, scale)
+    result = _gradient(grad, second, x, y, scale, ORDER)
     if MASKED:
         tl.store(out_pointers, result.to(out_pointers.dtype.element_ty), mask=mask)
         if WRITE_NEGATED:
@@ -203,17 +243,23 @@ def _store_tile(pointer, values, rows, cols, row_stride, col_stride, row_mask, c
 
 @triton.jit
 def _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64: tl.constexpr,
-                   SCALAR_GRAD: tl.constexpr):
-    """The compute dtype's scale, and the one grad_output value when ``SCALAR_GRAD``."""
+                   SCALAR_GRAD: tl.constexpr, ORDER: tl.constexpr):
+    """The compute dtype's scale, and what stands for grad_output in every tile: with
+    ``SCALAR_GRAD`` its one value (``SCALAR_FACTORS``: the two scalar factors; otherwise the
+    second is unused)."""
     compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
     if COMPUTE_FP64:
         # triton-ascend refuses tl.cast to float64; .to is accepted by every backend.
         scale = 2.0 / scale_divisor.to(tl.float64)
     if SCALAR_GRAD:
         grad = tl.load(grad_output_ptr).to(compute_dtype)
+        second = scale  # unused
+        if ORDER == SCALAR_FACTORS:
+            grad, second = _scalar_factors(grad, scale, COMPUTE_FP64)
     else:
         grad = scale  # unused: every tile loads its own grad_output values
-    return scale, grad
+        second = scale
+    return scale, grad, second
 
 
 # ``numel`` is not specialised on (divisibility by 16 would double the compiled variants;
@@ -233,32 +279,33 @@ def mse_loss_backward_flat_kernel(
     WRITE_NEGATED: tl.constexpr,   # also store -result (the target's gradient) in the same pass
     SKIP_PADDING: tl.constexpr,    # triton-ascend: masked lanes need no fill value
     COMPUTE_FP64: tl.constexpr,    # a float64 operand takes part: compute in float64
+    ORDER: tl.constexpr,           # GUARDED, PRODUCT_FIRST or SCALAR_FACTORS (see _gradient)
     BLOCK_SIZE: tl.constexpr,      # elements per tile (a power of two)
 ):
     """``grad_output * (self - target) * scale`` over contiguous operands: full tiles
     unmasked in a persistent loop, then the partial last tile, masked, by one program."""
     compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
-    scale, grad = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
-                                 SCALAR_GRAD)
+    scale, grad, second = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
+                                         SCALAR_GRAD, ORDER)
     lanes = tl.arange(0, BLOCK_SIZE)
     full_tiles = numel // BLOCK_SIZE
     for tile in range(tl.program_id(0), full_tiles, tl.num_programs(0)):
         start = tl.cast(tile, tl.int64) * BLOCK_SIZE
-        _flat_tile(grad, grad_output_ptr + start + lanes, self_ptr + start + lanes,
+        _flat_tile(grad, second, grad_output_ptr + start + lanes, self_ptr + start + lanes,
                        target_ptr + start + lanes, out_ptr + start + lanes,
                        negated_out_ptr + start + lanes, None, scale, compute_dtype,
-                       SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False)
+                       SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False, ORDER)
     start = tl.cast(full_tiles, tl.int64) * BLOCK_SIZE
     if (start < numel) & (tl.program_id(0) == full_tiles % tl.num_programs(0)):
         mask = lanes < (numel - start).to(tl.int32)
-        _flat_tile(grad, grad_output_ptr + start + lanes, self_ptr + start + lanes,
+        _flat_tile(grad, second, grad_output_ptr + start + lanes, self_ptr + start + lanes,
                        target_ptr + start + lanes, out_ptr + start + lanes,
                        negated_out_ptr + start + lanes, mask, scale, compute_dtype,
-                       SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True)
+                       SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True, ORDER)
 
 
 @triton.jit
-def _strided_tile(grad, grad_pointer, self_pointer, target_pointer, out_pointer,
+def _strided_tile(grad, second, grad_pointer, self_pointer, target_pointer, out_pointer,
                   negated_pointer, rows, cols, row_mask, col_mask, grad_row_step,
                   self_row_step, target_row_step, out_row_step, grad_col_step,
                   self_col_step, target_col_step, out_col_step, scale,
@@ -266,7 +313,7 @@ def _strided_tile(grad, grad_pointer, self_pointer, target_pointer, out_pointer,
                   OUT_MODE: tl.constexpr, SCALAR_GRAD: tl.constexpr,
                   WRITE_NEGATED: tl.constexpr, SKIP_PADDING: tl.constexpr,
                   MASKED: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
-                  BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+                  BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, ORDER: tl.constexpr):
     """One 2-D tile at the given operand pointers (its origin): load self, target (and
     grad_output unless ``SCALAR_GRAD``: then ``grad`` is its value), store the gradient (and
     its negation). Masks are used only when ``MASKED``."""
@@ -277,7 +324,8 @@ def _strided_tile(grad, grad_pointer, self_pointer, target_pointer, out_pointer,
     if not SCALAR_GRAD:
         grad = _load_tile(grad_pointer, rows, cols, grad_row_step, grad_col_step, row_mask,
                           col_mask, GRAD_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE)
-    result = tl.broadcast_to(_gradient(grad, x, y, scale), (BLOCK_ROWS, BLOCK_COLS))
+    result = tl.broadcast_to(_gradient(grad, second, x, y, scale, ORDER),
+                             (BLOCK_ROWS, BLOCK_COLS))
     _store_tile(out_pointer, result, rows, cols, out_row_step, out_col_step, row_mask,
                 col_mask, OUT_MODE, MASKED)
     if WRITE_NEGATED:
@@ -324,14 +372,15 @@ def mse_loss_backward_strided_kernel(
     WIDE_LANES: tl.constexpr,      # a tile spans 2**31 elements of some operand: int64 lanes
     SKIP_PADDING: tl.constexpr,    # triton-ascend: masked lanes need no fill value
     COMPUTE_FP64: tl.constexpr,    # a float64 operand takes part: compute in float64
+    ORDER: tl.constexpr,           # GUARDED, PRODUCT_FIRST or SCALAR_FACTORS (see _gradient)
     BLOCK_ROWS: tl.constexpr,      # tile rows (a power of two)
     BLOCK_COLS: tl.constexpr,      # tile columns (a power of two)
 ):
     """Write ``grad_output * (self - target) * scale`` for every output element (and its
     negation, the gradient for ``target``, when ``WRITE_NEGATED``), one 2-D tile at a time."""
     compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
-    scale, grad = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
-                                 SCALAR_GRAD)
+    scale, grad, second = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
+                                         SCALAR_GRAD, ORDER)
     rows = tl.arange(0, BLOCK_ROWS)
     cols = tl.arange(0, BLOCK_COLS)
     if WIDE_LANES:
@@ -396,20 +445,20 @@ def mse_loss_backward_strided_kernel(
             cols_left = tl.minimum(num_cols - col_start, BLOCK_COLS).to(tl.int32)
             whole = (rows_left == BLOCK_ROWS) & (cols_left == BLOCK_COLS)
         if whole:
-            _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
+            _strided_tile(grad, second, grad_output_ptr + grad_offset, self_ptr + self_offset,
                           target_ptr + target_offset, out_ptr + out_offset,
                           negated_out_ptr + out_offset, rows, cols, rows < BLOCK_ROWS,
                           cols < BLOCK_COLS, grad_row_step, self_row_step, target_row_step,
                           out_row_step, grad_col_step, self_col_step, target_col_step,
                           out_col_step, scale, GRAD_MODE, SELF_MODE, TARGET_MODE, OUT_MODE,
                           SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False, compute_dtype,
-                          BLOCK_ROWS, BLOCK_COLS)
+                          BLOCK_ROWS, BLOCK_COLS, ORDER)
         else:
-            _strided_tile(grad, grad_output_ptr + grad_offset, self_ptr + self_offset,
+            _strided_tile(grad, second, grad_output_ptr + grad_offset, self_ptr + self_offset,
                           target_ptr + target_offset, out_ptr + out_offset,
                           negated_out_ptr + out_offset, rows, cols, rows < rows_left,
                           cols < cols_left, grad_row_step, self_row_step, target_row_step,
                           out_row_step, grad_col_step, self_col_step, target_col_step,
                           out_col_step, scale, GRAD_MODE, SELF_MODE, TARGET_MODE, OUT_MODE,
                           SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True, compute_dtype,
-                          BLOCK_ROWS, BLOCK_COLS)
+                          BLOCK_ROWS, BLOCK_COLS, ORDER)

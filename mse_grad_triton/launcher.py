@@ -388,7 +388,7 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     operands = (grad_output, self, target, out)
     rows = layout.of_tensors(operands)
     if config is None:
-        config = _choose_config(rows, (*operands, negated_out), device_backend)
+        config = _choose_config(rows, (*operands, negated_out), reduction_code, device_backend)
     scale = (gradient_scale(reduction_code, self.numel()),
              scale_divisor(reduction_code, self.numel()))
     constexprs = dict(
@@ -396,6 +396,7 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         WRITE_NEGATED=negated_out is not None,
         SKIP_PADDING=backends.TRITON_HAS_CARE_PADDING,
         COMPUTE_FP64=any(t.dtype == torch.float64 for t in operands),
+        ORDER=evaluation_order(rows.scalar_grad, [t.dtype for t in operands[:3]], scale[0]),
     )
     if rows.flat:  # one tile of config.block_size elements; the kernel masks only its last
         kernel = mse_loss_backward_flat_kernel
@@ -421,17 +422,33 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
                       tile, num_tiles)
 
 
-def _choose_config(rows: Layout, operands, device_backend) -> configs.KernelConfig:
+def evaluation_order(scalar_grad: bool, input_dtypes, scale: float) -> int:
+    """How the kernel evaluates ``grad * (self - target) * scale`` (``kernels._gradient``),
+    keeping every intermediate in range: with a one-value grad_output, two scalar factors each
+    program chooses (``SCALAR_FACTORS``); with a scale >= 1 (none, sum) or fp16 inputs only,
+    the product first (``PRODUCT_FIRST``); else per element (``GUARDED``: a full grad_output
+    with mean in fp32 or bf16)."""
+    if scalar_grad:
+        return kernels.SCALAR_FACTORS.value
+    if scale >= 1.0 or all(dtype == torch.float16 for dtype in input_dtypes):
+        return kernels.PRODUCT_FIRST.value
+    return kernels.GUARDED.value
+
+
+def _choose_config(rows: Layout, operands, reduction_code: int,
+                   device_backend) -> configs.KernelConfig:
     """The tuned table's config for this dtype, path and size, else the device kind's default
     (``configs.select_config``) for what a tile is."""
     table = tables.table_for(device_backend.device_name)
     tuned = table.config_for(validation.DTYPE_NAMES[operands[1].dtype], rows.path,
                              operands[3].numel()) if table else None
     return configs.select_config(device_backend.kind, rows.row_length, rows.num_rows,
-                                 device_backend.num_units, tuned, tile_kind(rows, operands))
+                                 device_backend.num_units, tuned,
+                                 tile_kind(rows, operands, reduction_code))
 
 
-def tile_kind(rows: Layout, operands, transpose: bool = True) -> configs.TileKind:
+def tile_kind(rows: Layout, operands, reduction_code: int,
+              transpose: bool = True) -> configs.TileKind:
     """What kind of tile a launch compiles to (``configs.TileKind``: what the Ascend UB plan
     depends on besides the tile size), for ``operands`` (grad_output, self, target, out,
     negated_out or None) laid out as ``rows``."""
@@ -440,10 +457,12 @@ def tile_kind(rows: Layout, operands, transpose: bool = True) -> configs.TileKin
     along_columns = (kernels.TILE.value, kernels.COL_VECTOR.value)
     element_strided = any(mode in along_columns and abs(rows.inner_strides[k]) != 1
                           for k, mode in enumerate(modes))
+    scale = gradient_scale(reduction_code, operands[1].numel())
+    order = evaluation_order(rows.scalar_grad, [t.dtype for t in operands[:3]], scale)
     return configs.TileKind("flat" if rows.flat else "strided", modes, tuple(loaded),
                             tuple(stored),
                             configs.row_padding(rows.row_length, loaded + stored, rows.flat),
-                            element_strided)
+                            element_strided, order)
 
 
 def tile_itemsizes(rows: Layout, operands) -> Tuple[List[int], List[int], int]:

@@ -173,7 +173,7 @@ def _candidates(operands, backend) -> Tuple[List[configs.KernelConfig], List[dic
     the row is cut to the row, so some coincide: each is kept once); and a record of each
     candidate that is not runnable (on NPU: bishengir-compile does not plan it cleanly)."""
     rows = layout.of_tensors(operands)
-    kind = launcher.tile_kind(rows, (*operands, None))
+    kind = launcher.tile_kind(rows, (*operands, None), Reduction.MEAN)
     transposed = 0 if rows.flat else launcher.transposed_operands(rows.tile_modes(), False)
     runnable = configs.candidate_configs(backend.kind, kind, transposed)
     unrunnable = [{"config": configs.table_fields(c),

@@ -135,9 +135,9 @@ def test_the_launchers_choice_compiles_cleanly_for_every_target(compiler):
 @pytest.mark.parametrize("role, fails", [("launcher", True), ("table", True),
                                          ("candidate", False)])
 def test_a_dropped_multibuffer_fails_only_where_a_config_is_used(compiler, role, fails):
-    # fp32 with a 0-d grad at 8192 with multibuffer: the compiler drops multibuffer to fit.
-    result = check_case(Case("flat_scalar_grad", F32, 8192, True), ["Ascend910B3"], compiler,
-                        role)
+    # fp32 with a full grad and mean (the guarded order) at 8192 with multibuffer: the
+    # compiler drops multibuffer to fit.
+    result = check_case(Case("flat", F32, 8192, True), ["Ascend910B3"], compiler, role)
     assert result.compiled == {"Ascend910B3": "multibuffer dropped"}
     assert bool(result.problems) == fails
     if fails:
@@ -155,7 +155,7 @@ def test_an_overflow_is_reported_with_what_the_plan_required(compiler):
 
 
 def test_larger_tiles_than_one_that_does_not_plan_cleanly_are_not_compiled(compiler):
-    group = [Case("flat_scalar_grad", F32, block, True) for block in (4096, 8192, 16384)]
+    group = [Case("flat", F32, block, True) for block in (4096, 8192, 16384)]
     by_block = {r.case.block_size: r for r in ascend_check.check_group(group, ["Ascend910B3"],
                                                                       compiler)}
     assert by_block[4096].compiled["Ascend910B3"] == "clean"
@@ -165,8 +165,9 @@ def test_larger_tiles_than_one_that_does_not_plan_cleanly_are_not_compiled(compi
 
 
 def test_where_no_candidate_plans_cleanly_smaller_tiles_are_probed(compiler):
-    # A stepped slice in fp32: every element gets a 32-byte UB slot.
-    group = [Case("stepped_self", F32, 1024, True), Case("stepped_self", F32, 2048, True)]
+    # The strided form of a transposed operand in fp32: every element gets a 32-byte UB slot.
+    group = [Case("transposed_self", F32, block, True, transpose=False)
+             for block in (1024, 2048)]
     results = ascend_check.check_group(group, ["Ascend910B3"], compiler)
     probes = [r for r in results if r.case.block_size < 1024]
     assert probes and probes[-1].runnable and not any(p.runnable for p in probes[:-1])

@@ -8,9 +8,11 @@ import pytest
 
 from mse_grad_triton import configs
 
-FLAT_F32 = configs.TileKind("flat", (), (4, 4), (4,))
-KINDS = [FLAT_F32, configs.TileKind("flat", (), (2, 2, 2), (2,)),
-         configs.TileKind("strided", (3, 0, 1, 0), (4, 4), (4,), row_padding=2)]
+# fp32 with a 0-d grad (scalar factors); bf16 with a full grad and mean (guarded); rows of 4
+# in fp32 against a broadcast target.
+FLAT_F32 = configs.TileKind("flat", (), (4, 4), (4,), order=2)
+KINDS = [FLAT_F32, configs.TileKind("flat", (), (2, 2, 2), (2,), order=0),
+         configs.TileKind("strided", (3, 0, 1, 0), (4, 4), (4,), row_padding=2, order=2)]
 
 
 @pytest.fixture

@@ -438,6 +438,39 @@ def test_mean_keeps_intermediates_out_of_the_subnormals():
     assert_ulp_close(result, reference(grad, self, torch.zeros(4), "mean"))
 
 
+@pytest.mark.parametrize("grad_shape, dtype, reduction, order", [
+    ([], torch.float32, "mean", "SCALAR_FACTORS"),
+    ([], torch.bfloat16, "sum", "SCALAR_FACTORS"),
+    ([6, 5], torch.float32, "sum", "PRODUCT_FIRST"),
+    ([6, 5], torch.float32, "none", "PRODUCT_FIRST"),
+    ([6, 5], torch.float16, "mean", "PRODUCT_FIRST"),
+    ([6, 5], torch.float32, "mean", "GUARDED"),
+    ([6, 5], torch.bfloat16, "mean", "GUARDED")])
+def test_the_evaluation_order_is_chosen_per_launch(stubbed_launches, grad_shape, dtype,
+                                                   reduction, order):
+    from mse_grad_triton import kernels
+    mse_loss_backward(make(grad_shape, dtype, 1), make([6, 5], dtype, 2), make([6, 5], dtype, 3),
+                      reduction)
+    (plan, _), = stubbed_launches
+    assert plan.constexprs["ORDER"] == getattr(kernels, order).value
+
+
+@pytest.mark.parametrize("grad, self_value, reduction", [
+    (3e38, 0.25, "sum"),          # grad * 2 overflows: the scale goes on the difference
+    (29 * 2.0**-149, 1e38, "mean"),  # grad * 2/4 rounds in the subnormals: on the difference
+    (-3e38, 1e-30, "none"),       # a full grad: the product first, then the scale
+])
+@pytest.mark.parametrize("grad_shape", [[], [4]], ids=["0d_grad", "full_grad"])
+def test_every_evaluation_order_keeps_intermediates_in_range(grad, self_value, reduction,
+                                                             grad_shape):
+    grad = torch.full(grad_shape, grad)
+    self, target = torch.full((4,), self_value), torch.zeros(4)
+    result = mse_loss_backward(grad, self, target, reduction)
+    exact = reference(grad, self, target, reduction)
+    assert torch.isfinite(exact).all() and torch.isfinite(result).all()
+    assert_ulp_close(result, exact)
+
+
 def test_the_strided_form_of_a_transposed_layout_walks_the_column_stride():
     from mse_grad_triton import backends, configs, kernels
     from mse_grad_triton.launcher import plan_launch

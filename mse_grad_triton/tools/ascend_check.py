@@ -178,11 +178,15 @@ class Case(LayoutCase):
     multibuffer: bool = True
     negated: bool = False              # also write the target's gradient (-out)
     transpose: bool = True             # KernelConfig.transpose (False: the strided form)
+    # The reduction: mean, or none where a full grad_output makes the kernel evaluate the
+    # product in another order (launcher.evaluation_order): another specialisation.
+    reduction: int = Reduction.MEAN
 
     @property
     def group(self) -> tuple:
         """The cases that differ only in tile size (compiled smallest first)."""
-        return (self.layout, self.dtypes, self.multibuffer, self.negated, self.transpose)
+        return (self.layout, self.dtypes, self.multibuffer, self.negated, self.transpose,
+                self.reduction)
 
 
 @dataclasses.dataclass
@@ -242,45 +246,60 @@ def enumerate_cases(full: bool) -> List[Case]:
     cases = set()
     for layout_name in LAYOUTS:
         for dtypes in (combos if full else uniform):
-            for config in _configs_for(layout_name, dtypes):
-                cases.add(Case(layout_name, dtypes, config.block_size, config.multibuffer,
-                               transpose=config.transpose))
-            for negated in (False, True):  # both gradients in one pass: autograd's pair
-                cases.update(launcher_cases(layout_name, dtypes, negated))
+            for reduction in reductions(layout_name, dtypes):
+                for config in _configs_for(layout_name, dtypes):
+                    cases.add(Case(layout_name, dtypes, config.block_size, config.multibuffer,
+                                   transpose=config.transpose, reduction=reduction))
+                for negated in (False, True):  # both gradients in one pass: autograd's pair
+                    cases.update(launcher_cases(layout_name, dtypes, negated, reduction))
     if not full:
         for layout_name in ("flat", "flat_scalar_grad", "broadcast_target"):
             for dtypes in combos:
-                cases.update(launcher_cases(layout_name, dtypes, False))
+                for reduction in reductions(layout_name, dtypes):
+                    cases.update(launcher_cases(layout_name, dtypes, False, reduction))
     return sorted(cases, key=lambda c: (list(LAYOUTS).index(c.layout), c.negated, c.dtypes,
                                         c.block_size, c.multibuffer, not c.transpose))
 
 
+def reductions(layout_name: str, dtypes) -> Tuple[int, ...]:
+    """The reductions whose specialisations differ for the layout: mean, and none where the
+    launcher evaluates its product in another order then (a full grad_output)."""
+    tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
+    rows = layout.of_tensors(tensors)
+    mean, none = (launcher.tile_kind(rows, (*tensors, None), code).order
+                  for code in (Reduction.MEAN, Reduction.NONE))
+    return (Reduction.MEAN,) if mean == none else (Reduction.MEAN, Reduction.NONE)
+
+
 @functools.cache  # follows ub_plan.json: write_ub_plan clears it
-def launcher_cases(layout_name: str, dtypes, negated: bool) -> Tuple[Case, ...]:
+def launcher_cases(layout_name: str, dtypes, negated: bool,
+                   reduction: int = Reduction.MEAN) -> Tuple[Case, ...]:
     """The launcher's choices without a tuned table: its default tile for the layout and the
     smaller ones it shrinks to for small tensors of the same kind."""
-    block = launcher_block(layout_name, dtypes, negated)
+    block = launcher_block(layout_name, dtypes, negated, reduction)
     blocks = [block]
     while blocks[-1] > configs.DEFAULTS["npu"]["min_block_size"]:
         blocks.append(max(configs.DEFAULTS["npu"]["min_block_size"], blocks[-1] // 4))
-    return tuple(Case(layout_name, dtypes, b, True, negated) for b in blocks)
+    return tuple(Case(layout_name, dtypes, b, True, negated, reduction=reduction)
+                 for b in blocks)
 
 
-def launcher_block(layout_name: str, dtypes, negated: bool = False) -> int:
+def launcher_block(layout_name: str, dtypes, negated: bool = False,
+                   reduction: int = Reduction.MEAN) -> int:
     """The tile the launcher picks for the layout without a tuned table (before shrinking it
     for a small tensor): ``configs.select_config`` for its ``TileKind``."""
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     negated_out = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
     rows = layout.of_tensors(tensors)
-    kind = launcher.tile_kind(rows, (*tensors, negated_out if negated else None))
+    kind = launcher.tile_kind(rows, (*tensors, negated_out if negated else None), reduction)
     return configs.select_config("npu", rows.row_length, rows.num_rows, 1,
                                  tile_kind=kind).block_size
 
 
 def role_of(case: Case) -> str:
     """Who uses the config: ``launcher``, a shipped ``table``, or only the tuner."""
-    if case.multibuffer and case.transpose and case in launcher_cases(case.layout, case.dtypes,
-                                                                      case.negated):
+    if case.multibuffer and case.transpose and case in launcher_cases(
+            case.layout, case.dtypes, case.negated, case.reduction):
         return "launcher"
     if any((c.block_size, c.multibuffer, c.transpose) ==
            (case.block_size, case.multibuffer, case.transpose) for c in shipped_configs()):
@@ -325,7 +344,7 @@ def plan_case(case: Case, num_units: int = VECTOR_CORES):
                                   transpose=case.transpose)
     # The target's gradient has the output's shape and strides, in the target's dtype.
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    plan = launcher.plan_launch(*tensors, Reduction.MEAN, backend, config,
+    plan = launcher.plan_launch(*tensors, case.reduction, backend, config,
                                 negated if case.negated else None)
     return (*tensors, negated), plan
 
@@ -523,7 +542,8 @@ def check_case(case: Case, targets: Sequence[str],
     tensors, plan = plan_case(case)
     result.path = plan.path
     operands = (*tensors[:4], tensors[4] if case.negated else None)
-    result.tile_kind = launcher.tile_kind(plan.layout, operands, case.transpose).key
+    result.tile_kind = launcher.tile_kind(plan.layout, operands, case.reduction,
+                                          case.transpose).key
     linalg = _lower_for(plan, tensors, targets, result)
     if linalg is None:
         return result
@@ -866,6 +886,12 @@ _STATUS_LABEL = {"clean": "clean", "code-motion retry": "retry", "multibuffer dr
                  "overflow": "overflow", "error": "error", "skipped": "skipped", "": "-"}
 
 
+def _role_label(result: Result) -> str:
+    """Who uses the config, and which variant: +neg both gradients, /none the none order."""
+    return (result.role + ("+neg" if result.case.negated else "")
+            + ("/none" if result.case.reduction == Reduction.NONE else ""))
+
+
 def format_table(results: Sequence[Result]) -> str:
     header = (f"{'layout':<20} {'dtypes g/x/y/out':<17} {'tile':>9} {'mb':>2} {'role':<9} "
               f"{'path':<16} {'access':<6} {'bytes per transfer':<20} {'B/el':>4} {'min':>3} "
@@ -883,7 +909,7 @@ def format_table(results: Sequence[Result]) -> str:
         body = r.body
         lines.append(
             f"{c.layout:<20} {'/'.join(c.dtypes):<17} {tile:>9} "
-            f"{'y' if c.multibuffer else 'n':>2} {r.role + ('+neg' if c.negated else ''):<9} "
+            f"{'y' if c.multibuffer else 'n':>2} {_role_label(r):<9} "
             f"{r.path:<16} {access:<6} {_transfer_label(r):<20} {r.moved_per_element:>4.3g} "
             f"{r.minimum_per_element:>3} {_STATUS_LABEL[r.status]:<8} "
             f"{ub / 1024 if ub else 0:>6.1f} {body.vector_calls if body else 0:>5} "
@@ -896,12 +922,13 @@ def format_model_table(results: Sequence[Result]) -> str:
     beside aclnn's."""
     rows = [r for r in results if r.modelled]
     target = MODEL_TARGETS[0]
-    header = (f"{'layout':<20} {'dtype':<5} {'tile':>9} {'UB %':>5} {'vec/tile':>8} "
+    header = (f"{'layout':<20} {'dtype':<5} {'red.':<4} {'tile':>9} {'UB %':>5} "
+              f"{'vec/tile':>8} "
               f"{'in rows':>7} {'DMAs':>4} {'min DMA':>7} {'scalar':>6} {'bar':>4} "
               f"{'flags':>5} {'us':>8} {'GB/s':>6} {'roof':>5} {'bound':>5} "
-              f"{'aclnn us':>9} {'vs aclnn':>8}  aclnn as")
+              f"{'aclnn us':>9} {'vs aclnn':>8} {'B1 vs aclnn':>11}  aclnn as")
     lines = [f"Modelled for {target} from the compiled HIVM - not measured "
-             f"({pipe_model.SOURCE}); B1 (48 cores) in the JSON of bench",
+             f"({pipe_model.SOURCE}); the last ratio for {MODEL_TARGETS[1]} (48 cores)",
              header, "-" * len(header)]
     for r in rows:
         m, a, body = r.modelled.get(target), r.aclnn.get(target), r.body
@@ -910,13 +937,14 @@ def format_model_table(results: Sequence[Result]) -> str:
         dmas = [t for t in body.transfers]
         smallest = min((t.burst_bytes for t in dmas), default=0)
         lines.append(
-            f"{r.case.layout:<20} {r.case.dtypes[1]:<5} {f'{r.tile[0]}x{r.tile[1]}':>9} "
+            f"{r.case.layout:<20} {r.case.dtypes[1]:<5} "
+            f"{Reduction(r.case.reduction).name.lower():<4} {f'{r.tile[0]}x{r.tile[1]}':>9} "
             f"{100 * r.planned_ub_bytes / (r.ub_capacity_bytes or 1):>5.0f} "
             f"{body.vector_calls:>8} {body.row_loop_calls:>7} {len(dmas):>4} {smallest:>7} "
             f"{body.scalar_gm_accesses + body.scalar_ub_accesses:>6} {body.barriers:>4} "
             f"{body.flags:>5} {m.us:>8.1f} {m.gbps:>6.0f} {100 * m.roofline_fraction:>4.0f}% "
-            f"{m.bottleneck:>5} {a.us:>9.1f} {a.seconds / m.seconds:>7.2f}x  "
-            f"{a.label.split(',')[0]}")
+            f"{m.bottleneck:>5} {a.us:>9.1f} {a.seconds / m.seconds:>7.2f}x "
+            f"{_ratio(r, MODEL_TARGETS[1]):>11}  {a.label.split(',')[0]}")
     assumptions = sorted({text for r in rows for m in r.modelled.values()
                           for text in m.assumptions})
     lines.append("vector calls the cost table lacks, costed as: "
@@ -924,11 +952,18 @@ def format_model_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(result: Result, target: str) -> str:
+    """aclnn's modelled time over the kernel's on ``target``."""
+    if target not in result.modelled:
+        return "-"
+    return f"{result.aclnn[target].seconds / result.modelled[target].seconds:.2f}x"
+
+
 def model_cases(cases: Sequence[Case]) -> List[Case]:
     """What the model table shows: the launcher's default per layout and uniform dtype."""
     return [c for c in cases if c.dtypes[0] == c.dtypes[1] == c.dtypes[2] == c.dtypes[3]
             and not c.negated and c.multibuffer and c.transpose
-            and c.block_size == launcher_block(c.layout, c.dtypes)]
+            and c.block_size == launcher_block(c.layout, c.dtypes, False, c.reduction)]
 
 
 def main(argv=None) -> int:

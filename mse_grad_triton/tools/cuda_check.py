@@ -52,6 +52,7 @@ class Case(LayoutCase):
 
     num_warps: int = 4
     negated: bool = False              # also write the target's gradient (-out)
+    reduction: int = Reduction.MEAN    # none too where the product's order differs
 
 
 @dataclasses.dataclass
@@ -89,7 +90,9 @@ def enumerate_cases(quick: bool) -> List[Case]:
     for layout_name in LAYOUTS:
         for dtypes in uniform:
             default = default_config(layout_name, dtypes)
-            cases.add(Case(layout_name, dtypes, default.block_size, default.num_warps))
+            for reduction in ascend_check.reductions(layout_name, dtypes):
+                cases.add(Case(layout_name, dtypes, default.block_size, default.num_warps,
+                               reduction=reduction))
             cases.add(Case(layout_name, dtypes, default.block_size, default.num_warps, True))
             if not quick:
                 for config in configs.candidate_configs("cuda"):
@@ -99,7 +102,7 @@ def enumerate_cases(quick: bool) -> List[Case]:
             default = default_config(layout_name, dtypes)
             cases.add(Case(layout_name, dtypes, default.block_size, default.num_warps))
     return sorted(cases, key=lambda c: (list(LAYOUTS).index(c.layout), c.negated, c.dtypes,
-                                        c.block_size, c.num_warps))
+                                        c.block_size, c.num_warps, c.reduction))
 
 
 # A GPU as the launcher plans for it (its launch options included).
@@ -113,7 +116,7 @@ def plan_case(case: Case):
     config = (configs.KernelConfig(block_size=case.block_size, num_warps=case.num_warps)
               if case.block_size else None)
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    plan = launcher.plan_launch(*tensors, Reduction.MEAN, GPU, config,
+    plan = launcher.plan_launch(*tensors, case.reduction, GPU, config,
                                 negated if case.negated else None)
     return (*tensors, negated), plan
 
