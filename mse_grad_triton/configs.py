@@ -19,9 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-# Ascend A2/A3 unified buffer per vector core (REFERENCE.md section 8: UB_SIZE 1572864 bits in
-# bishengir-compile's target specs for every 910B and 910_93 name).
-UB_BYTES = 192 * 1024
 # What the gate measured: the largest clean tile per TileKind (see the module docstring).
 UB_PLAN_FILE = Path(__file__).resolve().parent / "ub_plan.json"
 # The narrowest UB row the vector unit addresses: a tile row of fewer bytes is padded to it

@@ -466,7 +466,7 @@ def tile_kind(rows: Layout, operands, reduction_code: int,
 
 
 def tile_itemsizes(rows: Layout, operands) -> Tuple[List[int], List[int], int]:
-    """What a tile moves, for the UB formula and the candidates: the item sizes of the tensors
+    """What a tile moves, for its kind (``tile_kind``) and the UB: the item sizes of the tensors
     it loads (all three inputs, but a one-element grad_output is loaded once per program) and
     of those it stores (``out``, and the target's gradient unless ``operands[4]`` is None),
     and how many of them it turns on chip."""

@@ -101,7 +101,7 @@ def test_shipped_tables_are_in_a_wheel_install(tmp_path):
     # other file that is not Python).
     source = tmp_path / "src"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "*.egg-info", "build", "__pycache__", ".pytest_cache"))
+        ".venv*", ".git", "*.egg-info", "build", "__pycache__", ".pytest_cache"))
     (source / "tune_configs" / "Shipped_Test_Device.json").write_text(
         json.dumps(_table(device="Shipped_Test_Device")))
     wheels, target = tmp_path / "wheels", tmp_path / "site"
