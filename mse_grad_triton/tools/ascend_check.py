@@ -227,7 +227,8 @@ class Result:
 
     @property
     def runnable(self) -> bool:
-        return self.status == "clean"
+        """Does every target plan it cleanly (may the launcher, a table or the tuner use it)?"""
+        return self.status in bishengir.RUNNABLE
 
 
 def enumerate_cases(full: bool) -> List[Case]:

@@ -57,10 +57,6 @@ class Compiled:
     required_ub_bytes: int = 0        # what an overflowing plan asked for
     compiler: str = ""                # Compiler.version
 
-    @property
-    def runnable(self) -> bool:
-        return self.status in RUNNABLE
-
 
 @functools.cache
 def find_compiler() -> Optional[Compiler]:
