@@ -452,7 +452,7 @@ def tile_kind(rows: Layout, operands, reduction_code: int,
     """What kind of tile a launch compiles to (``configs.TileKind``: what the Ascend UB plan
     depends on besides the tile size), for ``operands`` (grad_output, self, target, out,
     negated_out or None) laid out as ``rows``."""
-    loaded, stored, _ = tile_itemsizes(rows, operands)
+    loaded, stored = tile_itemsizes(rows, operands)
     modes = () if rows.flat else rows.tile_modes(transpose)
     along_columns = (kernels.TILE.value, kernels.COL_VECTOR.value)
     element_strided = any(mode in along_columns and abs(rows.inner_strides[k]) != 1
@@ -465,16 +465,13 @@ def tile_kind(rows: Layout, operands, reduction_code: int,
                             element_strided, order)
 
 
-def tile_itemsizes(rows: Layout, operands) -> Tuple[List[int], List[int], int]:
-    """What a tile moves, for its kind (``tile_kind``) and the UB: the item sizes of the tensors
-    it loads (all three inputs, but a one-element grad_output is loaded once per program) and
-    of those it stores (``out``, and the target's gradient unless ``operands[4]`` is None),
-    and how many of them it turns on chip."""
+def tile_itemsizes(rows: Layout, operands) -> Tuple[List[int], List[int]]:
+    """What a tile moves, for its kind (``tile_kind``): the item sizes of the tensors it loads
+    (all three inputs, but a one-element grad_output is loaded once per program) and of those
+    it stores (``out``, and the target's gradient unless ``operands[4]`` is None)."""
     loaded, stored = tile_operands(rows, operands[4] is not None)
-    modes = () if rows.flat else rows.tile_modes()
     return ([operands[i].element_size() for i in loaded],
-            [operands[i].element_size() for i in stored],
-            transposed_operands(modes, operands[4] is not None))
+            [operands[i].element_size() for i in stored])
 
 
 def tile_operands(rows: Layout, negated: bool) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:

@@ -552,7 +552,7 @@ def check_case(case: Case, targets: Sequence[str],
     block = result.block_size = plan.config.block_size
     accesses = classify(linalg, num_pointers=len(OPERANDS))
     result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
-    loaded, stored, _ = launcher.tile_itemsizes(plan.layout, operands)
+    loaded, stored = launcher.tile_itemsizes(plan.layout, operands)
     result.moved_per_element = sum(accesses.block_bytes.values()) / block
     result.tile = plan.tile
     result.transfer_bytes = {OPERANDS[i]: b for i, b in accesses.transfer_bytes.items()}
