@@ -12,6 +12,7 @@ from . import triton_install
 
 triton_install.check()  # before anything imports triton: a mixed install crashes inside it
 
+from .autotune import tune_on_first_use  # noqa: E402
 from .launcher import explain, mse_loss_backward, mse_loss_backward_pair  # noqa: E402
 from .torch_ops import (  # noqa: E402
     MSELoss,
@@ -24,5 +25,6 @@ from .torch_ops import (  # noqa: E402
 )
 
 __all__ = ["MSELoss", "disable", "enable", "enabled", "enabled_devices", "enabled_override",
-           "explain", "mse_loss", "mse_loss_backward", "mse_loss_backward_pair"]
+           "explain", "mse_loss", "mse_loss_backward", "mse_loss_backward_pair",
+           "tune_on_first_use"]
 __version__ = "0.1.0"

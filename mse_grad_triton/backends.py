@@ -11,6 +11,7 @@ without Triton's per-call JIT work (``CompiledBackend``).
 """
 
 import contextlib
+import functools
 import inspect
 import os
 import re
@@ -22,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import generation, interpreter, triton_compat
+from . import chips, generation, interpreter, triton_compat
 from .configs import KernelConfig
 
 # triton-ascend's ``tl.load(..., care_padding=False)`` skips filling masked lanes (they are never
@@ -44,6 +45,11 @@ class DeviceBackend:
     device_name: str          # normalised, names tuned tables: Ascend910B3, NVIDIA_H100_80GB_HBM3
     num_units: int            # NPU vector cores, CUDA SMs, CPU cores
     supports_fp64: bool
+
+    @functools.cached_property
+    def chip(self) -> Optional[chips.Chip]:
+        """An NPU's chip facts (``chips.chip`` of its name; None on other devices)."""
+        return chips.chip(self.device_name) if self.kind == "npu" else None
 
     def launch_options(self, config: KernelConfig) -> dict:
         """The backend's own launch keywords for ``config``."""

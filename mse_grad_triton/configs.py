@@ -5,10 +5,12 @@ CUDA SM, CPU core) and each backend's own knobs. ``select_config`` is the one pl
 launcher asks; tuned tables plug in there.
 
 On Ascend the tile is as large as bishengir-compile plans **cleanly** — no UB overflow, no
-retry with code motion off, multibuffer kept — for the kind of tile it is (``TileKind``):
-measured by the Ascend gate and kept as data with the compiler's version (``ub_plan.json``,
-written by ``./run ascend-check --update-ub-plan``, re-checked by every gate run). A kind
-the data lacks gets the smallest clean tile measured for its path and row padding.
+retry with code motion off, multibuffer kept — for the kind of tile it is (``TileKind``, which
+names the chip's toolchain: A2/A3 and the 950 series have their own plans, UB sizes and
+multibuffer defaults, ``chips.py``): measured by the Ascend gate and kept as data with the
+compiler's version (``ub_plan.json``, written by ``./run ascend-check --update-ub-plan``,
+re-checked by every gate run). A kind the data lacks gets the smallest clean tile measured for
+its path and row padding.
 """
 
 import dataclasses
@@ -19,11 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from . import chips
+
 # What the gate measured: the largest clean tile per TileKind (see the module docstring).
 UB_PLAN_FILE = Path(__file__).resolve().parent / "ub_plan.json"
-# The narrowest UB row the vector unit addresses: a tile row of fewer bytes is padded to it
-# (bishengir's UB_ALIGN_SIZE, 256 bits: REFERENCE.md section 8).
-UB_ALIGN_BYTES = 32
 # Triton's ``tl.arange`` needs a power of two; the kernel's lanes are int32.
 MAX_BLOCK_SIZE = 1 << 16
 
@@ -65,10 +66,12 @@ DEFAULTS = {
 
 @dataclass(frozen=True)
 class TileKind:
-    """What bishengir-compile's UB plan for a tile depends on besides its size: the kernel path,
-    how each operand is moved, the item sizes loaded and stored per tile, and how much a tile
-    row narrower than ``UB_ALIGN_BYTES`` is padded in the UB."""
+    """What bishengir-compile's UB plan for a tile depends on besides its size: the chip's
+    toolchain (``chips.Toolchain``: its compiler and UB), the kernel path, how each operand is
+    moved, the item sizes loaded and stored per tile, and how much a tile row narrower than
+    the chip's UB alignment is padded in the UB."""
 
+    toolchain: str                  # chips.Toolchain.name: which plan of ub_plan.json
     path: str                       # "flat" or "strided"
     modes: Tuple[int, ...]          # strided: layout.tile_modes of grad, self, target, out
     loaded: Tuple[int, ...]         # item sizes of the tensors loaded per tile
@@ -87,30 +90,35 @@ class TileKind:
                 + ("/element-strided" if self.element_strided else ""))
 
 
-def row_padding(row_length: int, itemsizes: Sequence[int], flat: bool) -> int:
+def row_padding(row_length: int, itemsizes: Sequence[int], flat: bool,
+                ub_align_bytes: int) -> int:
     """How many times over a tile row of ``row_length`` elements (as the launcher tiles it: a
-    power of two) is padded in the UB, for the narrowest of ``itemsizes``."""
+    power of two) is padded in a UB aligned to ``ub_align_bytes`` (``chips.Chip``), for the
+    narrowest of ``itemsizes``."""
     if flat:
         return 1
     row_bytes = (1 << max(row_length - 1, 0).bit_length()) * min(itemsizes)
-    return max(1, UB_ALIGN_BYTES // row_bytes)
+    return max(1, ub_align_bytes // row_bytes)
 
 
 @functools.cache
 def ub_plan() -> dict:
-    """The gate's measurements (``ub_plan.json``): compiler, targets, and per ``TileKind.key``
-    the largest clean tile with and without multibuffer."""
+    """The gate's measurements (``ub_plan.json``): per toolchain (``chips.Toolchain.name``) its
+    compiler, targets and, per ``TileKind.key``, the largest clean tile with and without
+    multibuffer."""
     try:
-        return json.loads(UB_PLAN_FILE.read_text())
+        data = json.loads(UB_PLAN_FILE.read_text())
     except (OSError, ValueError):
-        return {"compiler": None, "entries": {}}
+        return {"plans": {}}
+    return data if isinstance(data.get("plans"), dict) else {"plans": {}}
 
 
 def largest_clean_block(kind: TileKind, multibuffer: bool) -> Tuple[int, str]:
     """The largest tile bishengir-compile plans cleanly for ``kind``, and where that comes
     from: ``"measured"`` for this kind; else ``"nearest measured"``, the smallest measured
-    for its path and row padding (or, failing that, its path); else 1024, ``"unmeasured"``."""
-    entries = ub_plan().get("entries", {})
+    for its toolchain, path and row padding (or, failing that, its path); else 1024,
+    ``"unmeasured"``."""
+    entries = ub_plan()["plans"].get(kind.toolchain, {}).get("entries", {})
     field = "multibuffer" if multibuffer else "single"
     measured = entries.get(kind.key, {}).get(field)
     if measured:
@@ -132,7 +140,8 @@ def select_config(kind: str, row_length: int, num_rows: int, num_units: int,
 
     ``kind`` is the device kind, ``npu``, ``cuda`` or ``cpu``; on NPU ``tile_kind`` says what
     the tile is, and the default tile is the largest bishengir-compile plans cleanly for it
-    (``largest_clean_block``). A ``tuned`` config (from the device's tuned table) wins.
+    (``largest_clean_block``) with the chip's toolchain's multibuffer default. A ``tuned``
+    config (from the device's tuned table) wins.
     Otherwise the default tile shrinks (by 4, down to a minimum) until there are at least as
     many tiles as parallel units, so small tensors still spread over the device.
     """
@@ -142,6 +151,8 @@ def select_config(kind: str, row_length: int, num_rows: int, num_units: int,
     config = defaults["config"]
     block = config.block_size
     if not block:  # NPU: from the compiler's plan
+        multibuffer = chips.TOOLCHAINS[tile_kind.toolchain].multibuffer_default
+        config = replace(config, multibuffer=multibuffer)
         block, origin = largest_clean_block(tile_kind, config.multibuffer)
         config = replace(config, source=f"default ({origin} in ub_plan.json)")
     # Shrink in steps of 4, so that at most three tile sizes (three compiled variants per

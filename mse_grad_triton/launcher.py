@@ -16,12 +16,24 @@ Inputs are read in place through their strides: no copies, no casts, no host syn
 """
 
 import math
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from . import backends, configs, generation, kernels, layout, tables, triton_compat, validation
+from . import (
+    autotune,
+    backends,
+    chips,
+    configs,
+    generation,
+    kernels,
+    layout,
+    tables,
+    triton_compat,
+    validation,
+)
 from .kernels import MAX_OUTER_DIMS, mse_loss_backward_flat_kernel, mse_loss_backward_strided_kernel
 from .layout import Layout
 from .reduction import Reduction, gradient_scale, parse_reduction, scale_divisor
@@ -198,6 +210,9 @@ _calls: Dict[tuple, _Call] = {}
 # Launch plans for explicit configurations (the tuner), by geometry and config.
 _plans: Dict[tuple, LaunchPlan] = {}
 _MAX_CACHED = 1024
+# .provisional: the call being planned deferred its first-use tuning (tracing, capture): its
+# plan is not cached, so that a later call outside tunes it.
+_planning = threading.local()
 
 
 def _remember(cache: dict, key, value):
@@ -232,8 +247,9 @@ def _call(grad_output, self, target, reduction, out, policy, pair: bool) -> _Cal
     except (AttributeError, TypeError, RuntimeError):  # not tensors: the checks say why
         key = call = None
     if call is None:
+        _planning.provisional = False
         call = _validate(grad_output, self, target, reduction, out, policy, pair)
-        if key is not None:
+        if key is not None and not _planning.provisional:
             _remember(_calls, key, call)
     return call
 
@@ -438,20 +454,28 @@ def evaluation_order(scalar_grad: bool, input_dtypes, scale: float) -> int:
 def _choose_config(rows: Layout, operands, reduction_code: int,
                    device_backend) -> configs.KernelConfig:
     """The tuned table's config for this dtype, path and size, else the device kind's default
-    (``configs.select_config``) for what a tile is."""
+    (``configs.select_config``) for what a tile is; with tuning on first use, a missing entry
+    is tuned first (``autotune``)."""
     table = tables.table_for(device_backend.device_name)
-    tuned = table.config_for(validation.DTYPE_NAMES[operands[1].dtype], rows.path,
-                             operands[3].numel()) if table else None
+    dtype, numel = validation.DTYPE_NAMES[operands[1].dtype], operands[3].numel()
+    tuned = table.config_for(dtype, rows.path, numel) if table else None
+    if autotune.wanted(table, dtype, rows.path, numel):  # opted in, and no entry yet
+        if autotune.why_not_now(operands[1].device, operands[:3]) is None:
+            tuned = autotune.tune_call(device_backend, operands[:4], reduction_code, dtype,
+                                       rows.path) or tuned
+        else:  # the default config now; planned again (and tuned) outside
+            _planning.provisional = True
+    kind = (tile_kind(rows, operands, reduction_code, chip=device_backend.chip)
+            if device_backend.kind == "npu" else None)
     return configs.select_config(device_backend.kind, rows.row_length, rows.num_rows,
-                                 device_backend.num_units, tuned,
-                                 tile_kind(rows, operands, reduction_code))
+                                 device_backend.num_units, tuned, kind)
 
 
-def tile_kind(rows: Layout, operands, reduction_code: int,
-              transpose: bool = True) -> configs.TileKind:
-    """What kind of tile a launch compiles to (``configs.TileKind``: what the Ascend UB plan
-    depends on besides the tile size), for ``operands`` (grad_output, self, target, out,
-    negated_out or None) laid out as ``rows``."""
+def tile_kind(rows: Layout, operands, reduction_code: int, transpose: bool = True, *,
+              chip: chips.Chip) -> configs.TileKind:
+    """What kind of tile a launch compiles to for an Ascend ``chip`` (``configs.TileKind``:
+    what the UB plan depends on besides the tile size), for ``operands`` (grad_output, self,
+    target, out, negated_out or None) laid out as ``rows``."""
     loaded, stored = tile_itemsizes(rows, operands)
     modes = () if rows.flat else rows.tile_modes(transpose)
     along_columns = (kernels.TILE.value, kernels.COL_VECTOR.value)
@@ -459,9 +483,10 @@ def tile_kind(rows: Layout, operands, reduction_code: int,
                           for k, mode in enumerate(modes))
     scale = gradient_scale(reduction_code, operands[1].numel())
     order = evaluation_order(rows.scalar_grad, [t.dtype for t in operands[:3]], scale)
-    return configs.TileKind("flat" if rows.flat else "strided", modes, tuple(loaded),
-                            tuple(stored),
-                            configs.row_padding(rows.row_length, loaded + stored, rows.flat),
+    return configs.TileKind(chip.toolchain.name, "flat" if rows.flat else "strided", modes,
+                            tuple(loaded), tuple(stored),
+                            configs.row_padding(rows.row_length, loaded + stored, rows.flat,
+                                                chip.ub_align_bytes),
                             element_strided, order)
 
 

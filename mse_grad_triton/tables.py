@@ -1,7 +1,8 @@
 """Tuned tables: ``<device>.json`` files written by the tuner, found, validated, cached, and
 consulted per call.
 
-Lookup order for a device: ``$MSE_GRAD_TRITON_TUNE_DIR/<device>.json``, then the shipped
+Lookup order for a device: the user folder's ``<device>.json`` (``$MSE_GRAD_TRITON_TUNE_DIR``;
+with tuning on first use, else the cache's: ``autotune.user_dir``), then the shipped
 ``mse_grad_triton/tune_configs/<device>.json``, then none (the built-in defaults of
 ``configs.py`` apply). A table is read once per process; a missing (in the user's folder),
 unreadable or malformed one gives one warning naming the file, and the next source is used.
@@ -94,6 +95,13 @@ def _config(fields, where: str) -> KernelConfig:
     return KernelConfig(block, programs, warps, multibuffer, transpose, source=where)
 
 
+def _first_use_note(tuned) -> str:
+    """How a first-use entry says where it came from (``autotune``), for ``explain()``."""
+    if not isinstance(tuned, dict) or tuned.get("how") != "first use":
+        return ""
+    return f" (tuned on first use, {tuned.get('date')}, {tuned.get('candidates')} candidates)"
+
+
 def read_table_text(path: Path) -> str:
     """The text of a table file: a regular file (not a FIFO, device or directory, which could
     block or never end) of at most ``MAX_TABLE_BYTES``."""
@@ -127,7 +135,8 @@ def parse_table(path: Path, device: str) -> TunedTable:
         if dtype not in DTYPE_NAMES or launch_path not in PATHS:
             raise ValueError(f"entry {i}: unknown dtype or path ({dtype!r}, {launch_path!r})")
         numel = _count(entry.get("numel"), f"entry {i}: numel", 1)
-        config = _config(entry.get("config"), f"{path} [{dtype} {launch_path} {numel}]")
+        config = _config(entry.get("config"), f"{path} [{dtype} {launch_path} {numel}]"
+                         + _first_use_note(entry.get("tuned")))
         buckets.setdefault((dtype, launch_path), []).append((math.log2(numel), config))
     native_below = data.get("native_below", {})
     if not isinstance(native_below, dict) or not set(native_below) <= set(DTYPE_NAMES):
@@ -179,8 +188,12 @@ def clear_cache() -> None:
 def _load_first(device: str) -> Tuple[Optional[TunedTable], List[str]]:
     """The first usable table for ``device`` and a warning for each unusable one before it.
     Nothing in a file's content can raise from here."""
-    user_dir = os.environ.get(TUNE_DIR_ENV)
-    candidates = [(Path(user_dir) / f"{device}.json", True)] if user_dir else []
+    from . import autotune  # the user folder depends on whether tuning on first use is on
+
+    folder = autotune.user_dir()
+    # A missing table in a named folder is worth a warning, unless first use will write it.
+    named = bool(os.environ.get(TUNE_DIR_ENV)) and not autotune.enabled()
+    candidates = [(folder / f"{device}.json", named)] if folder else []
     candidates.append((shipped_dir() / f"{device}.json", False))
     problems = []
     for path, warn_if_missing in candidates:

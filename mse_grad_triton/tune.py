@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from . import backends, cli, configs, launcher, layout, tables, triton_compat, validation
+from . import autotune, backends, cli, configs, launcher, layout, tables, triton_compat, validation
 from .reduction import Reduction
 from .testing import MAX_ULP, make, max_ulp_error
 from .timing import Timer, device_timer, host_timer, wall_time
@@ -106,7 +106,7 @@ def tune(device: torch.device, dtypes: Sequence[str], paths: Sequence[str],
     return {
         "format": tables.FORMAT,
         "device": backend.device_name,
-        "provenance": _provenance(device, backend, timer),
+        "provenance": provenance(device, backend),
         "native_below": _native_below(entries),
         "entries": entries,
     }
@@ -168,12 +168,14 @@ def _tune_one(backend, device, dtype_name, path, numel, timer, end_to_end, progr
     }
 
 
-def _candidates(operands, backend) -> Tuple[List[configs.KernelConfig], List[dict]]:
+def _candidates(operands, backend, reduction: int = Reduction.MEAN
+                ) -> Tuple[List[configs.KernelConfig], List[dict]]:
     """The default config first, then every runnable candidate as launched (a tile wider than
     the row is cut to the row, so some coincide: each is kept once); and a record of each
     candidate that is not runnable (on NPU: bishengir-compile does not plan it cleanly)."""
     rows = layout.of_tensors(operands)
-    kind = launcher.tile_kind(rows, (*operands, None), Reduction.MEAN)
+    kind = (launcher.tile_kind(rows, (*operands, None), reduction, chip=backend.chip)
+            if backend.kind == "npu" else None)
     transposed = 0 if rows.flat else launcher.transposed_operands(rows.tile_modes(), False)
     runnable = configs.candidate_configs(backend.kind, kind, transposed)
     unrunnable = [{"config": configs.table_fields(c),
@@ -182,15 +184,16 @@ def _candidates(operands, backend) -> Tuple[List[configs.KernelConfig], List[dic
                   for c in configs.candidate_configs(backend.kind, kind, transposed,
                                                      runnable_only=False)
                   if c not in runnable]
-    candidates = [launcher.plan_launch(*operands, Reduction.MEAN, backend).config]
+    candidates = [launcher.plan_launch(*operands, reduction, backend).config]
     for config in runnable:
-        effective = launcher.plan_launch(*operands, Reduction.MEAN, backend, config).config
+        effective = launcher.plan_launch(*operands, reduction, backend, config).config
         if all(configs.table_fields(effective) != configs.table_fields(c) for c in candidates):
             candidates.append(effective)
     return candidates, unrunnable
 
 
-def _rank(operands, candidates, ranking: ModelRanking) -> Dict[int, Tuple[float, str]]:
+def _rank(operands, candidates, ranking: ModelRanking,
+          reduction: int = Reduction.MEAN) -> Dict[int, Tuple[float, str]]:
     """Each candidate's modelled seconds on ``ranking.target`` (infinity, and why, where it
     does not model: not compiled cleanly, or no compiler)."""
     from .tools import ascend_check
@@ -199,29 +202,30 @@ def _rank(operands, candidates, ranking: ModelRanking) -> Dict[int, Tuple[float,
     five = (*operands, None)
     ranked = {}
     for index, config in enumerate(candidates):
-        plan = launcher.plan_launch(*operands, Reduction.MEAN, npu, config)
+        plan = launcher.plan_launch(*operands, reduction, npu, config)
         modelled, reason = ascend_check.model_launch(five, plan, ranking.target)
         ranked[index] = (modelled.seconds, "") if modelled else (float("inf"), reason)
     return ranked
 
 
-def _launcher(operands, backend, config) -> Callable[[], object]:
-    return lambda: launcher.launch(*operands, Reduction.MEAN, backend, config)
+def _launcher(operands, backend, config, reduction: int = Reduction.MEAN
+              ) -> Callable[[], object]:
+    return lambda: launcher.launch(*operands, reduction, backend, config)
 
 
-def _measure(operands, backend, config, timer) -> dict:
+def _measure(operands, backend, config, timer, reduction: int = Reduction.MEAN) -> dict:
     """One candidate's record: its device seconds, or why it failed (a wrong result or an
     error: such a candidate can never win)."""
     grad, self, target, out = operands
     record = {"config": configs.table_fields(config)}
     try:
         out.fill_(float("nan"))
-        _launcher(operands, backend, config)()
-        worst = max_ulp_error(out, grad, self, target, Reduction.MEAN)
+        _launcher(operands, backend, config, reduction)()
+        worst = max_ulp_error(out, grad, self, target, reduction)
         if worst > MAX_ULP[out.dtype]:
             record["failed"] = f"wrong result: {worst:.3g} ULP"
         else:
-            record["seconds"] = timer(_launcher(operands, backend, config))
+            record["seconds"] = timer(_launcher(operands, backend, config, reduction))
     except Exception as error:  # a candidate that fails to compile or run is recorded
         record["failed"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     return record
@@ -246,7 +250,9 @@ def _native_below(entries: Sequence[dict]) -> Dict[str, int]:
     return result
 
 
-def _provenance(device: torch.device, backend, timer) -> dict:
+def provenance(device: torch.device, backend) -> dict:
+    """Where and with what a table was measured: date, device kind and parallel units, timer,
+    host and versions."""
     import triton
 
     versions = {"torch": torch.__version__, "triton": triton.__version__,
@@ -304,6 +310,10 @@ def main(argv=None, timer: Optional[Timer] = None,
     parser.add_argument("--quick", action="store_true", help="three sizes instead of eight")
     parser.add_argument("--output", type=Path, default=Path("tune_configs"),
                         help="folder for <device>.json (default: ./tune_configs)")
+    parser.add_argument("--user-dir", action="store_true",
+                        help="merge the results into the user table folder the launcher reads "
+                             "($MSE_GRAD_TRITON_TUNE_DIR, else ~/.cache/mse_grad_triton/tuned, "
+                             "as tuning on first use does) instead of --output")
     parser.add_argument("--timer", choices=("auto", "events", "wall"), default="auto",
                         help="device events (NPU/CUDA) or synchronised wall clock")
     parser.add_argument("--no-progress", action="store_true")
@@ -318,11 +328,11 @@ def main(argv=None, timer: Optional[Timer] = None,
     device = cli.device_from(args, parser)
     ranking = ModelRanking(args.model_target, args.model_best) if args.model else None
     if ranking:
-        from .tools import ascend_check, bishengir
+        from .tools import bishengir, pipe_model
 
-        if args.model_target not in ascend_check.TARGET_VECTOR_CORES:
-            parser.error(f"--model-target {args.model_target}: not an Ascend target the gate "
-                         f"knows ({', '.join(ascend_check.TARGET_VECTOR_CORES)})")
+        if args.model_target not in pipe_model.MODELLED_CHIPS:
+            parser.error(f"--model-target {args.model_target}: not a chip with published cost "
+                         f"figures ({', '.join(pipe_model.MODELLED_CHIPS)})")
         if bishengir.find_compiler() is None or triton_compat.FLAVOUR != "ascend":
             parser.error("--model needs triton-ascend and bishengir-compile (CANN, or pip "
                          "install ascendnpu-ir==1.2.0 on x86_64)")
@@ -337,8 +347,14 @@ def main(argv=None, timer: Optional[Timer] = None,
     table = tune(device, args.dtypes, args.paths, sizes, timer,
                  end_to_end, show_progress=not args.no_progress and sys.stderr.isatty(),
                  ranking=ranking)
-    path = write_table(table, args.output)
     print(format_summary(table))
+    if args.user_dir:
+        path = autotune.store(autotune.tuning_dir(), table["device"], table["entries"],
+                              table["provenance"], table["native_below"])
+        print(f"merged into {path}: the launcher reads it with MSE_GRAD_TRITON_TUNE_DIR="
+              f"{path.parent} or MSE_GRAD_TRITON_AUTOTUNE=1")
+        return 0
+    path = write_table(table, args.output)
     print(f"wrote {path}; use it with MSE_GRAD_TRITON_TUNE_DIR={args.output.resolve()} "
           "or ship it in tune_configs/")
     return 0

@@ -9,7 +9,7 @@ import pytest
 import triton
 import triton.language as tl
 
-from mse_grad_triton import kernels, triton_compat
+from mse_grad_triton import chips, kernels, triton_compat
 from mse_grad_triton.tools import ascend_check, bishengir
 from mse_grad_triton.tools.ascend_check import (
     Case,
@@ -119,9 +119,11 @@ def test_the_launchers_choice_compiles_cleanly_for_every_target(compiler):
                 True)
     result = check_case(case, ascend_check.DEFAULT_TARGETS, compiler, model=True)
     assert result.role == "launcher" and not result.problems, result.problems
-    assert result.compiled == {t: "clean" for t in ascend_check.DEFAULT_TARGETS}
+    a2_a3 = [t for t in ascend_check.DEFAULT_TARGETS if chips.chip(t).series != "950"]
+    assert result.compiled == {t: "clean" for t in a2_a3}  # each toolchain its own targets
     assert result.vector_cores == {"Ascend910B3": 40, "Ascend910B1": 48, "Ascend910_9382": 48}
-    assert 0 < result.planned_ub_bytes <= result.ub_capacity_bytes == 192 * 1024
+    assert 0 < result.planned_ub_bytes <= result.ub_capacity_bytes == chips.chip(
+        "Ascend910B3").ub_bytes
     assert result.body.vector_calls >= 3 and result.body.row_loop_calls == 0
     assert {t.direction for t in result.body.transfers} == {"in", "out"}
     modelled = result.modelled["Ascend910B3"]
@@ -150,7 +152,7 @@ def test_a_dropped_multibuffer_fails_only_where_a_config_is_used(compiler, role,
 def test_an_overflow_is_reported_with_what_the_plan_required(compiler):
     result = check_case(Case("flat", F32, 16384, True), ["Ascend910B3"], compiler, "launcher")
     assert result.compiled == {"Ascend910B3": "overflow"}
-    assert result.required_ub_bytes > 192 * 1024
+    assert result.required_ub_bytes > chips.chip("Ascend910B3").ub_bytes
     assert result.problems == ["overflow for Ascend910B3, a config the launcher uses"]
 
 
@@ -185,12 +187,14 @@ def test_the_ub_plan_is_the_largest_clean_tile_and_a_stale_one_fails():
     assert ascend_check.measured_ub_plan(group) == {"flat/k": {"multibuffer": 4096}}
     assert ascend_check.measured_ub_plan(group[:3]) == {}  # not every candidate tried
     compiler = bishengir.Compiler("x", "bishengir-compile 1.2.0 (x)", "test")
-    recorded = {"compiler": compiler.version, "entries": {"flat/k": {"multibuffer": 8192}}}
+    recorded = {"plans": {"a2_a3": {"compiler": compiler.version,
+                                    "entries": {"flat/k": {"multibuffer": 8192}}}}}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ascend_check.configs, "ub_plan", lambda: recorded)
         assert ascend_check.stale_ub_plan({"flat/k": {"multibuffer": 4096}}, compiler) == [
-            "flat/k: ub_plan.json has {'multibuffer': 8192}, the compiler plans "
+            "a2_a3 flat/k: ub_plan.json has {'multibuffer': 8192}, the compiler plans "
             "{'multibuffer': 4096}"]
+        assert "run --update-ub-plan" in ascend_check.stale_ub_plan({}, compiler, "910_95")[0]
         assert ascend_check.stale_ub_plan({"flat/k": {"multibuffer": 8192}}, compiler) == []
         other = bishengir.Compiler("x", "bishengir-compile 9.9", "CANN")
         assert "run --update-ub-plan" in ascend_check.stale_ub_plan({}, other)[0]
@@ -311,3 +315,62 @@ def test_shipped_table_configs_are_checked(tmp_path, monkeypatch):
     assert [c.block_size for c in ascend_check.shipped_configs()] == [512]
     cases = ascend_check.enumerate_cases(full=False)
     assert any(c.block_size == 512 and not c.multibuffer for c in cases)
+
+
+# --- the Ascend 950 series: its own lowering, compiler, chip facts and plan -------------
+
+@pytest.fixture(scope="module")
+def compiler_950():
+    found = bishengir.find_compiler("910_95")
+    if found is None:
+        if platform.machine() == "x86_64":
+            pytest.fail("no bishengir-compile-a5: the cpu extra installs ascendnpu-ir on x86_64")
+        pytest.skip(f"no bishengir-compile-a5 on {platform.machine()}")
+    return found
+
+
+@pytest.mark.parametrize("layout_name", ["flat_scalar_grad", "rows_of_4"])
+def test_the_950_launcher_default_compiles_cleanly_with_its_own_facts(compiler, compiler_950,
+                                                                      layout_name):
+    config = ascend_check.launcher_config(layout_name, F32, toolchain="910_95")
+    assert not config.multibuffer  # triton-ascend's 910_95 default
+    case = Case(layout_name, F32, config.block_size, False, toolchain="910_95")
+    result = check_case(case, ascend_check.DEFAULT_TARGETS, compiler)
+    assert result.role == "launcher" and not result.problems, result.problems
+    assert result.compiled == {"Ascend910_9599": "clean", "Ascend910_9579": "clean"}
+    assert result.vector_cores == {"Ascend910_9599": 72, "Ascend910_9579": 56}
+    assert result.ub_capacity_bytes == chips.chip("Ascend910_9599").ub_bytes == 248 * 1024
+    assert 0 < result.planned_ub_bytes <= result.ub_capacity_bytes
+    # Register-based: the vector functions' compute instructions, no per-row loop.
+    assert 3 <= result.body.vector_calls <= 10 and result.body.row_loop_calls == 0
+    assert not result.modelled  # no published cost figures for the 950
+    assert "unmodelled" in ascend_check.format_unmodelled_table([result])
+
+
+def test_the_950_lowers_through_the_910_95_path():
+    a2 = Case("flat", F32, 4096, True)
+    a5 = Case("flat", F32, 4096, False, toolchain="910_95")
+    texts = []
+    for case, target in ((a2, "Ascend910B3"), (a5, "Ascend910_9599")):
+        tensors, plan = ascend_check.plan_case(case)
+        spec = specialise(plan.kernel, (*tensors, *plan.scalar_args), plan.constexprs, target)
+        assert spec.options.compile_on_910_95 == (target == "Ascend910_9599")
+        texts.append(to_linalg(spec, *to_ttir(spec)))
+    assert texts[0] != texts[1]
+
+
+def test_a_chip_fact_that_disagrees_with_the_compilers_spec_fails():
+    spec = {"VECTOR_CORE_COUNT": 72, "AI_CORE_COUNT": 36, "UB_SIZE": 2031616,
+            "UB_ALIGN_SIZE": 256}
+    assert ascend_check.spec_mismatches("Ascend910_9599", spec) == []
+    assert ascend_check.spec_mismatches("Ascend910_9599", {**spec, "UB_SIZE": 1572864}) == [
+        "Ascend910_9599: the compiler's spec has UB_SIZE 1572864, chips.json ub_bytes 253952"]
+
+
+def test_an_a5_log_is_read_for_its_boundary_and_plan():
+    log = ("[AscendNPU IR] Allocated UB size = 917504 bits\n"
+           "[ERROR] Cannot find hivmc-a5 under $PATH\n[ERROR] Failed to run BiShengIR pipeline")
+    assert bishengir.status_of(log) == "clean"
+    assert bishengir._allocated_ub_bytes(log) == 917504 // 8
+    assert bishengir.status_of('error: ub overflow, requires 3145728 bits while 2031616 '
+                               'bits available!') == "overflow"

@@ -6,21 +6,29 @@ from dataclasses import replace
 
 import pytest
 
-from mse_grad_triton import configs
+from mse_grad_triton import chips, configs
+
+
+def A2(*fields, **named) -> configs.TileKind:  # noqa: N802 (reads as the constructor)
+    """A TileKind on A2/A3."""
+    return configs.TileKind("a2_a3", *fields, **named)
+
 
 # fp32 with a 0-d grad (scalar factors); bf16 with a full grad and mean (guarded); rows of 4
 # in fp32 against a broadcast target.
-FLAT_F32 = configs.TileKind("flat", (), (4, 4), (4,), order=2)
-KINDS = [FLAT_F32, configs.TileKind("flat", (), (2, 2, 2), (2,), order=0),
-         configs.TileKind("strided", (3, 0, 1, 0), (4, 4), (4,), row_padding=2, order=2)]
+FLAT_F32 = A2("flat", (), (4, 4), (4,), order=2)
+KINDS = [FLAT_F32, A2("flat", (), (2, 2, 2), (2,), order=0),
+         A2("strided", (3, 0, 1, 0), (4, 4), (4,), row_padding=2, order=2)]
 
 
 @pytest.fixture
 def ub_plan(tmp_path, monkeypatch):
-    """``ub_plan({key: {"multibuffer": n, "single": m}})`` puts a UB plan in force."""
-    def put(entries):
+    """``ub_plan({key: {"multibuffer": n, "single": m}}, toolchain)`` puts a UB plan in force
+    for a toolchain (``chips.Toolchain.name``)."""
+    def put(entries, toolchain="a2_a3"):
         path = tmp_path / f"ub_plan{len(list(tmp_path.iterdir()))}.json"
-        path.write_text(json.dumps({"compiler": "test", "entries": entries}))
+        path.write_text(json.dumps({"plans": {toolchain: {"compiler": "test",
+                                                          "entries": entries}}}))
         monkeypatch.setattr(configs, "UB_PLAN_FILE", path)
         configs.ub_plan.cache_clear()
 
@@ -28,11 +36,15 @@ def ub_plan(tmp_path, monkeypatch):
     configs.ub_plan.cache_clear()
 
 
-def test_the_shipped_plan_names_its_compiler_and_measures_the_common_kinds():
-    plan = configs.ub_plan()
+@pytest.mark.parametrize("toolchain", sorted(chips.TOOLCHAINS))
+def test_the_shipped_plan_names_its_compiler_and_measures_the_common_kinds(toolchain):
+    plan = configs.ub_plan()["plans"][toolchain]
     assert plan["compiler"].startswith("bishengir-compile ")
+    assert set(plan["targets"]) <= set(chips.targets(toolchain))
+    multibuffer = chips.TOOLCHAINS[toolchain].multibuffer_default
     for kind in KINDS:
-        block, origin = configs.largest_clean_block(kind, multibuffer=True)
+        block, origin = configs.largest_clean_block(replace(kind, toolchain=toolchain),
+                                                    multibuffer)
         assert origin == "measured" and block & (block - 1) == 0 and block >= 1024
 
 
@@ -44,26 +56,35 @@ def test_the_npu_default_is_the_measured_clean_tile(ub_plan):
     assert configs.largest_clean_block(FLAT_F32, multibuffer=False) == (8192, "measured")
 
 
+def test_each_toolchain_has_its_own_plan_and_multibuffer_default(ub_plan):
+    ub_plan({FLAT_F32.key: {"multibuffer": 2048, "single": 16384}}, toolchain="910_95")
+    on_950 = replace(FLAT_F32, toolchain="910_95")
+    config = configs.select_config("npu", 1 << 24, 1, 72, tile_kind=on_950)
+    assert (config.block_size, config.multibuffer) == (16384, False)  # triton-ascend's default
+    assert configs.largest_clean_block(FLAT_F32, True) == (1024, "unmeasured")  # not A2's
+
+
 def test_an_unmeasured_kind_gets_the_smallest_clean_tile_of_its_path(ub_plan):
     ub_plan({FLAT_F32.key: {"multibuffer": 4096},
-             configs.TileKind("flat", (), (2, 2), (2,)).key: {"multibuffer": 2048},
-             configs.TileKind("strided", (0, 0, 0, 0), (4,), (4,), 4).key: {"multibuffer": 512},
-             configs.TileKind("strided", (0, 0, 0, 0), (4,), (4,), 1).key: {"multibuffer": 8192}})
-    mixed = configs.TileKind("flat", (), (2, 4), (4,))
+             A2("flat", (), (2, 2), (2,)).key: {"multibuffer": 2048},
+             A2("strided", (0, 0, 0, 0), (4,), (4,), 4).key: {"multibuffer": 512},
+             A2("strided", (0, 0, 0, 0), (4,), (4,), 1).key: {"multibuffer": 8192}})
+    mixed = A2("flat", (), (2, 4), (4,))
     assert configs.largest_clean_block(mixed, True) == (2048, "nearest measured")
-    padded = configs.TileKind("strided", (3, 0, 0, 0), (4,), (4,), row_padding=4)
+    padded = A2("strided", (3, 0, 0, 0), (4,), (4,), row_padding=4)
     assert configs.largest_clean_block(padded, True) == (512, "nearest measured")
-    stepped = configs.TileKind("strided", (3, 0, 0, 0), (4,), (4,), 1, element_strided=True)
+    stepped = A2("strided", (3, 0, 0, 0), (4,), (4,), 1, element_strided=True)
     assert configs.largest_clean_block(stepped, True) == (512, "nearest measured")
     ub_plan({})
     assert configs.largest_clean_block(mixed, True) == (1024, "unmeasured")
 
 
 def test_row_padding_follows_the_narrowest_operand():
-    assert configs.row_padding(4, [4, 4], flat=False) == 2       # 16 B rows -> 32 B
-    assert configs.row_padding(3, [2, 2], flat=False) == 4       # 4 x 2 B = 8 B -> 32 B
-    assert configs.row_padding(30, [4], flat=False) == 1
-    assert configs.row_padding(4, [4], flat=True) == 1
+    assert configs.row_padding(4, [4, 4], flat=False, ub_align_bytes=32) == 2  # 16 B -> 32
+    assert configs.row_padding(3, [2, 2], flat=False, ub_align_bytes=32) == 4  # 8 B -> 32
+    assert configs.row_padding(4, [4, 4], flat=False, ub_align_bytes=64) == 4
+    assert configs.row_padding(30, [4], flat=False, ub_align_bytes=32) == 1
+    assert configs.row_padding(4, [4], flat=True, ub_align_bytes=32) == 1
 
 
 def test_npu_candidates_are_the_tiles_that_plan_cleanly(ub_plan):

@@ -60,3 +60,25 @@ def test_memref_types(text, shape, strides, burst, span):
     memref = hivm.parse_memref(text)
     assert (memref.shape, memref.strides, memref.burst, memref.span) == (shape, strides, burst,
                                                                          span)
+
+
+def test_the_950s_register_based_tile():
+    # bishengir-compile-a5: control flow as blocks, vector work in outlined vector functions.
+    module = _read("a5_flat_f32_4096")
+    assert module.spec["VECTOR_CORE_COUNT"] == 72 and module.spec["UB_SIZE"] == 2031616
+    tile = module.tile
+    assert tile.label.startswith("tile loop")
+    # The compute instructions of the vector function's loop, once per call; its register
+    # loads and stores, mask generation and the broadcast before the loop are not counted.
+    assert [(op.name, op.elements, op.span_bytes, op.itemsize, op.calls, op.in_row_loop)
+            for op in tile.vector_ops] == [("vsub.s.x", 64, 256, 4, 1, False),
+                                           ("vmuls.s.x", 64, 256, 4, 1, False)]
+    assert [(t.direction, t.bytes, t.burst_bytes) for t in tile.transfers] == [
+        ("in", 16384, 16384), ("in", 16384, 16384), ("out", 16384, 16384)]
+    assert (tile.barriers, tile.flags) == (0, 5)
+    # After the loop (the branch back to its header): the second function's nested loops,
+    # its walk over a 2-D tile: each instruction once, none a per-row loop.
+    last = module.bodies[1]
+    assert [(op.name, op.itemsize, op.in_row_loop) for op in last.vector_ops] == [
+        ("vabs.x", 2, False), ("vcmp.le.s.z", 2, False)]
+    assert last.row_loop_calls == 0 and last.barriers == 1

@@ -334,7 +334,7 @@ def test_at_most_three_compiled_variants_over_batch_sizes(path, dtype):
     from mse_grad_triton import triton_compat
 
     if triton_compat.FLAVOUR == "ascend":
-        device, target = backends.DeviceBackend("npu", "a2", 48, False), \
+        device, target = backends.DeviceBackend("npu", "Ascend910B1", 48, False), \
             triton_compat.target("npu", "Ascend910B3")
     else:
         device, target = backends.DeviceBackend("cuda", "sm90", 132, True), \

@@ -173,7 +173,8 @@ def test_on_npu_a_candidate_the_compiler_does_not_plan_cleanly_is_recorded_not_r
     operands = (torch.empty([], device="meta"), torch.empty(shape, device="meta"),
                 torch.empty(shape, device="meta"), torch.empty(shape, device="meta"))
     candidates, unrunnable = tune._candidates(operands, npu)
-    kind = launcher.tile_kind(launcher.layout.of_tensors(operands), (*operands, None), 1)
+    kind = launcher.tile_kind(launcher.layout.of_tensors(operands), (*operands, None), 1,
+                              chip=npu.chip)
     for config in candidates:
         assert config.block_size <= configs.largest_clean_block(kind, config.multibuffer)[0]
     assert unrunnable and all("not runnable: bishengir-compile" in r["failed"]

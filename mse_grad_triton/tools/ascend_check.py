@@ -1,6 +1,6 @@
 """Ascend gate: every kernel specialisation the launcher, a shipped table or the tuner can
-pick, compiled for Atlas A2/A3 by Huawei's own compiler as far as a machine without an NPU can
-go, and inspected.
+pick, compiled for Atlas A2/A3 and the Ascend 950 series by Huawei's own compilers as far as a
+machine without an NPU can go, and inspected.
 
     python -m mse_grad_triton.tools.ascend_check [--full] [--targets ...] [--jobs N] [--quiet]
                                                  [--update-ub-plan]
@@ -17,11 +17,15 @@ Triton's own binder derives the signature and specialisation attributes. Then tw
    stride.
 2. ``bishengir-compile`` (``bishengir.py``: CANN's on $PATH, else the ``ascendnpu-ir`` wheel),
    with triton-ascend 3.2.0's own A2/A3 options, for every target, to the boundary of hivmc
-   (the closed codegen). From its final HIVM (``hivm.py``): whether it planned the UB at once,
+   (the closed codegen); for the 950 series (``Ascend910_95xx``) triton-adapter-opt's 910_95
+   lowering and ``bishengir-compile-a5`` with triton-ascend's 910_95 options. Each target's
+   spec (vector cores, UB size and alignment) must match ``chips.json``. From its final HIVM
+   (``hivm.py``): whether it planned the UB at once,
    after a code-motion retry, only by dropping multibuffer, or not at all; the planned UB;
    per tile the vector instructions (and those in per-row loops), DMAs, scalar accesses,
    barriers and flags; and the pipe model of that tile (``pipe_model.py``: modelled, not
-   measured), beside aclnn's V2 kernel on the same model.
+   measured), beside aclnn's V2 kernel on the same model (A2 only: Huawei published cost
+   figures for the 910B, none for the 950, whose tiles are listed as unmodelled).
 
 It fails on any compile error, and on an overflow, a retry or a dropped multibuffer of a config
 the launcher or a shipped table uses; a tuner candidate that does not plan cleanly is marked
@@ -30,9 +34,9 @@ the tiles above the first that does not plan cleanly are not compiled (a larger 
 same kind needs at least as much UB). Where no bishengir-compile exists, the second stage is
 skipped, and every line of the output says so.
 
-The largest clean tile of each kind (``configs.TileKind``) is the launcher's default: kept as
-data in ``mse_grad_triton/ub_plan.json`` with the compiler version; ``--update-ub-plan``
-measures and writes it, and every run checks it against a fresh plan.
+The largest clean tile of each kind (``configs.TileKind``, per toolchain) is the launcher's
+default: kept as data in ``mse_grad_triton/ub_plan.json`` with the compiler version;
+``--update-ub-plan`` measures and writes it, and every run checks it against a fresh plan.
 """
 
 import argparse
@@ -57,28 +61,24 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .. import backends, cli, configs, kernels, launcher, layout, tables, triton_compat
+from .. import backends, chips, cli, configs, kernels, launcher, layout, tables, triton_compat
 from ..kernels import MAX_OUTER_DIMS
-from ..reduction import Reduction
+from ..reduction import Reduction, gradient_scale
 from . import bishengir, hivm, pipe_model
 
-# One A2 of each core count and one A3 by default; --targets all: every A2/A3 name the
-# compiler knows (REFERENCE.md section 8; "Ascend910_93" is not one).
-DEFAULT_TARGETS = ("Ascend910B3", "Ascend910B1", "Ascend910_9382")
-ALL_TARGETS = ("Ascend910B1", "Ascend910B2", "Ascend910B2C", "Ascend910B3", "Ascend910B4",
-               "Ascend910B4-1", "Ascend910_9362", "Ascend910_9372", "Ascend910_9381",
-               "Ascend910_9382", "Ascend910_9391", "Ascend910_9392")
-# The modelled figures: an A2 of 40 and one of 48 vector cores.
+# One A2 of each core count, one A3 and two 950s of different core counts by default;
+# --targets all: every chip of chips.json (REFERENCE.md section 8; "Ascend910_93" is not one).
+DEFAULT_TARGETS = ("Ascend910B3", "Ascend910B1", "Ascend910_9382", "Ascend910_9599",
+                   "Ascend910_9579")
+ALL_TARGETS = tuple(chips.known())
+# The modelled figures: an A2 of 40 and one of 48 vector cores (the cost figures are 910B's).
 MODEL_TARGETS = ("Ascend910B3", "Ascend910B1")
-# Vector cores per target (REFERENCE.md section 8), for planning a launch before compiling;
-# every run checks them against the compiler's own target spec (VECTOR_CORE_COUNT).
-TARGET_VECTOR_CORES = {"Ascend910B1": 48, "Ascend910B2": 48, "Ascend910B2C": 48,
-                       "Ascend910B3": 40, "Ascend910B4": 40, "Ascend910B4-1": 40,
-                       "Ascend910_9362": 40, "Ascend910_9372": 40, "Ascend910_9381": 48,
-                       "Ascend910_9382": 48, "Ascend910_9391": 48, "Ascend910_9392": 48}
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 OPERANDS = ("grad_output", "self", "target", "out", "negated_out")
 VECTOR_CORES = 48  # grid size only; it does not change the compiled code
+# What the compiler's target spec says, against chips.json: (spec entry, Chip field, to bytes).
+SPEC_FACTS = (("VECTOR_CORE_COUNT", "vector_cores", 1), ("AI_CORE_COUNT", "ai_cores", 1),
+              ("UB_SIZE", "ub_bytes", 8), ("UB_ALIGN_SIZE", "ub_align_bytes", 8))
 # A layout of at least LARGE_LAYOUT elements must move at least MIN_TRANSFER_BYTES per operand
 # per block transfer: below that a DMA's setup, not the copy bandwidth, sets the pace.
 LARGE_LAYOUT = 1 << 16
@@ -181,12 +181,18 @@ class Case(LayoutCase):
     # The reduction: mean, or none where a full grad_output makes the kernel evaluate the
     # product in another order (launcher.evaluation_order): another specialisation.
     reduction: int = Reduction.MEAN
+    toolchain: str = "a2_a3"           # chips.Toolchain.name: how it lowers and compiles
 
     @property
     def group(self) -> tuple:
         """The cases that differ only in tile size (compiled smallest first)."""
         return (self.layout, self.dtypes, self.multibuffer, self.negated, self.transpose,
-                self.reduction)
+                self.reduction, self.toolchain)
+
+    @property
+    def chip(self) -> chips.Chip:
+        """The chip the launcher plans for (the toolchain's first: the plan is the same)."""
+        return next(iter(chips.targets(self.toolchain).values()))
 
 
 @dataclasses.dataclass
@@ -213,6 +219,7 @@ class Result:
     ub_capacity_bytes: int = 0
     body: Optional[hivm.TileBody] = None   # a full tile of the final HIVM (hivm.Hivm.tile)
     vector_cores: Dict[str, int] = dataclasses.field(default_factory=dict)  # target -> cores
+    spec: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)  # target -> dlti
     modelled: Dict[str, pipe_model.Modelled] = dataclasses.field(default_factory=dict)
     aclnn: Dict[str, pipe_model.Modelled] = dataclasses.field(default_factory=dict)
     problems: List[str] = dataclasses.field(default_factory=list)
@@ -231,8 +238,9 @@ class Result:
         return self.status in bishengir.RUNNABLE
 
 
-def enumerate_cases(full: bool) -> List[Case]:
-    """The specialisations to check.
+def enumerate_cases(full: bool, toolchains: Sequence[str] = ("a2_a3",),
+                    launcher_only: Sequence[str] = ()) -> List[Case]:
+    """The specialisations to check, for each of ``toolchains``.
 
     Default: every layout x the uniform dtypes x every candidate tile size (with and without
     multibuffer; on transposed layouts also the strided form) and every config of a shipped
@@ -240,26 +248,33 @@ def enumerate_cases(full: bool) -> List[Case]:
     tile, and the smaller ones it shrinks to for small tensors); and every dtype combination
     the API accepts on NPU (3**4) for the flat, scalar-grad and broadcast layouts at the
     launcher's choices. ``full``: every dtype combination for every layout and tile size.
+    For the toolchains in ``launcher_only``: the launcher's choices for the uniform dtypes.
     """
     names = list(DTYPES)
     combos = [(g, x, y, o) for g in names for x in names for y in names for o in names]
     uniform = [(d, d, d, d) for d in names]
     cases = set()
-    for layout_name in LAYOUTS:
-        for dtypes in (combos if full else uniform):
-            for reduction in reductions(layout_name, dtypes):
-                for config in _configs_for(layout_name, dtypes):
-                    cases.add(Case(layout_name, dtypes, config.block_size, config.multibuffer,
-                                   transpose=config.transpose, reduction=reduction))
-                for negated in (False, True):  # both gradients in one pass: autograd's pair
-                    cases.update(launcher_cases(layout_name, dtypes, negated, reduction))
-    if not full:
-        for layout_name in ("flat", "flat_scalar_grad", "broadcast_target"):
-            for dtypes in combos:
+    for toolchain in toolchains:
+        brief = toolchain in launcher_only
+        for layout_name in LAYOUTS:
+            for dtypes in (combos if full and not brief else uniform):
                 for reduction in reductions(layout_name, dtypes):
-                    cases.update(launcher_cases(layout_name, dtypes, False, reduction))
-    return sorted(cases, key=lambda c: (list(LAYOUTS).index(c.layout), c.negated, c.dtypes,
-                                        c.block_size, c.multibuffer, not c.transpose))
+                    for config in ([] if brief else _configs_for(layout_name, dtypes)):
+                        cases.add(Case(layout_name, dtypes, config.block_size,
+                                       config.multibuffer, transpose=config.transpose,
+                                       reduction=reduction, toolchain=toolchain))
+                    for negated in (False, True):  # both gradients in one pass: the pair
+                        cases.update(launcher_cases(layout_name, dtypes, negated, reduction,
+                                                    toolchain))
+        if not full and not brief:
+            for layout_name in ("flat", "flat_scalar_grad", "broadcast_target"):
+                for dtypes in combos:
+                    for reduction in reductions(layout_name, dtypes):
+                        cases.update(launcher_cases(layout_name, dtypes, False, reduction,
+                                                    toolchain))
+    return sorted(cases, key=lambda c: (c.toolchain, list(LAYOUTS).index(c.layout), c.negated,
+                                        c.dtypes, c.block_size, c.multibuffer,
+                                        not c.transpose))
 
 
 def reductions(layout_name: str, dtypes) -> Tuple[int, ...]:
@@ -267,40 +282,49 @@ def reductions(layout_name: str, dtypes) -> Tuple[int, ...]:
     launcher evaluates its product in another order then (a full grad_output)."""
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     rows = layout.of_tensors(tensors)
-    mean, none = (launcher.tile_kind(rows, (*tensors, None), code).order
+    mean, none = (launcher.evaluation_order(rows.scalar_grad, [t.dtype for t in tensors[:3]],
+                                            gradient_scale(code, tensors[1].numel()))
                   for code in (Reduction.MEAN, Reduction.NONE))
     return (Reduction.MEAN,) if mean == none else (Reduction.MEAN, Reduction.NONE)
 
 
 @functools.cache  # follows ub_plan.json: write_ub_plan clears it
-def launcher_cases(layout_name: str, dtypes, negated: bool,
-                   reduction: int = Reduction.MEAN) -> Tuple[Case, ...]:
-    """The launcher's choices without a tuned table: its default tile for the layout and the
-    smaller ones it shrinks to for small tensors of the same kind."""
-    block = launcher_block(layout_name, dtypes, negated, reduction)
-    blocks = [block]
+def launcher_cases(layout_name: str, dtypes, negated: bool, reduction: int = Reduction.MEAN,
+                   toolchain: str = "a2_a3") -> Tuple[Case, ...]:
+    """The launcher's choices without a tuned table: its default tile (and multibuffer) for
+    the layout and the smaller ones it shrinks to for small tensors of the same kind."""
+    config = launcher_config(layout_name, dtypes, negated, reduction, toolchain)
+    blocks = [config.block_size]
     while blocks[-1] > configs.DEFAULTS["npu"]["min_block_size"]:
         blocks.append(max(configs.DEFAULTS["npu"]["min_block_size"], blocks[-1] // 4))
-    return tuple(Case(layout_name, dtypes, b, True, negated, reduction=reduction)
-                 for b in blocks)
+    return tuple(Case(layout_name, dtypes, b, config.multibuffer, negated,
+                      reduction=reduction, toolchain=toolchain) for b in blocks)
 
 
-def launcher_block(layout_name: str, dtypes, negated: bool = False,
-                   reduction: int = Reduction.MEAN) -> int:
-    """The tile the launcher picks for the layout without a tuned table (before shrinking it
-    for a small tensor): ``configs.select_config`` for its ``TileKind``."""
+def launcher_config(layout_name: str, dtypes, negated: bool = False,
+                    reduction: int = Reduction.MEAN,
+                    toolchain: str = "a2_a3") -> configs.KernelConfig:
+    """The config the launcher picks for the layout without a tuned table (before shrinking
+    its tile for a small tensor): ``configs.select_config`` for its ``TileKind``."""
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     negated_out = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
     rows = layout.of_tensors(tensors)
-    kind = launcher.tile_kind(rows, (*tensors, negated_out if negated else None), reduction)
-    return configs.select_config("npu", rows.row_length, rows.num_rows, 1,
-                                 tile_kind=kind).block_size
+    chip = next(iter(chips.targets(toolchain).values()))
+    kind = launcher.tile_kind(rows, (*tensors, negated_out if negated else None), reduction,
+                              chip=chip)
+    return configs.select_config("npu", rows.row_length, rows.num_rows, 1, tile_kind=kind)
+
+
+def launcher_block(layout_name: str, dtypes, negated: bool = False,
+                   reduction: int = Reduction.MEAN, toolchain: str = "a2_a3") -> int:
+    """The tile of ``launcher_config``."""
+    return launcher_config(layout_name, dtypes, negated, reduction, toolchain).block_size
 
 
 def role_of(case: Case) -> str:
     """Who uses the config: ``launcher``, a shipped ``table``, or only the tuner."""
-    if case.multibuffer and case.transpose and case in launcher_cases(
-            case.layout, case.dtypes, case.negated, case.reduction):
+    if case.transpose and case in launcher_cases(case.layout, case.dtypes, case.negated,
+                                                 case.reduction, case.toolchain):
         return "launcher"
     if any((c.block_size, c.multibuffer, c.transpose) ==
            (case.block_size, case.multibuffer, case.transpose) for c in shipped_configs()):
@@ -338,9 +362,9 @@ def shipped_configs() -> List[configs.KernelConfig]:
 
 def plan_case(case: Case, num_units: int = VECTOR_CORES):
     """The case's five operands (meta tensors; the target's gradient last) and the launcher's
-    plan for them on an Atlas A2 with ``num_units`` vector cores."""
+    plan for them on a chip of the case's toolchain with ``num_units`` vector cores."""
     tensors = LAYOUTS[case.layout][0](*(DTYPES[d] for d in case.dtypes))
-    backend = backends.DeviceBackend("npu", "Ascend910B3", num_units, False)
+    backend = backends.DeviceBackend("npu", case.chip.name, num_units, False)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer,
                                   transpose=case.transpose)
     # The target's gradient has the output's shape and strides, in the target's dtype.
@@ -351,8 +375,19 @@ def plan_case(case: Case, num_units: int = VECTOR_CORES):
 
 
 def specialise(kernel, args: Sequence, constexprs: dict, target: str):
-    """What triton-ascend's JIT would compile for ``kernel[grid](*args, **constexprs)``."""
-    return triton_compat.specialise(kernel, args, constexprs, triton_compat.target("npu", target))
+    """What triton-ascend's JIT would compile for ``kernel[grid](*args, **constexprs)`` on
+    ``target``: on the 950 series with triton-ascend's 910_95 options."""
+    return triton_compat.specialise(kernel, args, constexprs, triton_compat.target("npu", target),
+                                    lowering_options(chips.chip(target).toolchain))
+
+
+def lowering_options(toolchain: chips.Toolchain) -> dict:
+    """The ``NPUOptions`` triton-ascend 3.2.0 derives from ``compile_on_910_95`` (its defaults
+    for A2/A3: none given)."""
+    if not toolchain.compile_on_910_95:
+        return {}
+    return {"compile_on_910_95": True, "multibuffer": toolchain.multibuffer_default,
+            "enable_auto_bind_sub_block": False, "enable_select_analysis": True}
 
 
 def to_ttir(spec) -> Tuple[object, dict]:
@@ -509,7 +544,9 @@ def _lower_cached(ttir_text: str, spec, ttir, metadata) -> Tuple[str, str]:
     in memory (the A2 and A3 targets give the same TTIR) and on disk across runs."""
     import triton
 
-    digest = hashlib.sha256((triton.__version__ + ttir_text).encode()).hexdigest()
+    # The 910_95 lowering gives other Linalg for the same TTIR.
+    lowering = (" 910_95 select-analysis" if metadata.get("compile_on_910_95") else "")
+    digest = hashlib.sha256((triton.__version__ + lowering + ttir_text).encode()).hexdigest()
     if digest in _LOWERED:
         return _LOWERED[digest]
     cache = _cache_dir()
@@ -537,14 +574,17 @@ def _lower_cached(ttir_text: str, spec, ttir, metadata) -> Tuple[str, str]:
 def check_case(case: Case, targets: Sequence[str],
                compiler: Optional[bishengir.Compiler] = None, role: Optional[str] = None,
                model: bool = False) -> Result:
-    """Build, lower, compile (for every target, where a compiler is given) and inspect one
+    """Build, lower, compile (for every target of the case's toolchain, where a compiler is
+    given: ``compiler`` is A2/A3's, and the 950's is found beside it) and inspect one
     specialisation; ``model``: also model it on ``MODEL_TARGETS`` beside aclnn."""
     result = Result(case, role or role_of(case))
+    targets = [t for t in targets if chips.chip(t).toolchain.name == case.toolchain]
+    compiler = _compiler_for(compiler, case.toolchain, result)
     tensors, plan = plan_case(case)
     result.path = plan.path
     operands = (*tensors[:4], tensors[4] if case.negated else None)
     result.tile_kind = launcher.tile_kind(plan.layout, operands, case.reduction,
-                                          case.transpose).key
+                                          case.transpose, chip=case.chip).key
     linalg = _lower_for(plan, tensors, targets, result)
     if linalg is None:
         return result
@@ -566,6 +606,24 @@ def check_case(case: Case, targets: Sequence[str],
     return result
 
 
+def _compiler_for(compiler, toolchain: str, result: Result) -> Optional[bishengir.Compiler]:
+    """The compiler of ``toolchain`` where the gate runs one (``compiler``: None for none,
+    the compilers by toolchain, or A2/A3's alone with the others found beside it), noting in
+    ``result`` where it is missing."""
+    if compiler is None:
+        return None
+    if isinstance(compiler, dict):
+        found = compiler.get(toolchain)
+    elif toolchain == "a2_a3":
+        return compiler
+    else:
+        found = bishengir.find_compiler(toolchain)
+    if found is None:
+        result.notes.append(f"{chips.TOOLCHAINS[toolchain].compiler} NOT FOUND: Linalg stage "
+                            "only")
+    return found
+
+
 def _compile_for(linalg: str, targets: Sequence[str], compiler: bishengir.Compiler,
                  result: Result) -> None:
     """bishengir-compile for every target: the statuses, and the first target's final HIVM
@@ -581,6 +639,7 @@ def _compile_for(linalg: str, targets: Sequence[str], compiler: bishengir.Compil
         if compiled.hivm:
             read = hivm.read(compiled.hivm)
             result.vector_cores[target] = read.spec.get("VECTOR_CORE_COUNT", 0)
+            result.spec[target] = read.spec
             if result.body is None:
                 result.body = read.tile
                 result.planned_ub_bytes = compiled.planned_ub_bytes
@@ -590,7 +649,7 @@ def _compile_for(linalg: str, targets: Sequence[str], compiler: bishengir.Compil
 def _model(result: Result, case: Case, operands) -> None:
     """The pipe model of the compiled tile on each of ``MODEL_TARGETS`` for the layout's own
     size, and aclnn's V2 kernel on the same model (modelled, not measured)."""
-    for target in MODEL_TARGETS:
+    for target in MODEL_TARGETS if case.toolchain == "a2_a3" else ():
         cores = result.vector_cores.get(target)
         if not cores:
             continue
@@ -605,7 +664,7 @@ def _model(result: Result, case: Case, operands) -> None:
 
 def npu_backend(target: str = MODEL_TARGETS[0]) -> backends.DeviceBackend:
     """An Ascend device as the launcher plans for it (no device needed)."""
-    return backends.DeviceBackend("npu", target, TARGET_VECTOR_CORES[target], False)
+    return backends.DeviceBackend("npu", target, chips.chip(target).vector_cores, False)
 
 
 def model_launch(operands, plan, target: str = MODEL_TARGETS[0],
@@ -615,9 +674,12 @@ def model_launch(operands, plan, target: str = MODEL_TARGETS[0],
     negated_out or None; real or meta tensors) for an Ascend ``target``: lowered, compiled
     by bishengir-compile (cached) and its tile modelled with the target's own vector cores.
     None, with the reason, where it does not compile cleanly or there is no compiler."""
-    compiler = compiler or bishengir.find_compiler()
+    toolchain = chips.chip(target).toolchain.name
+    compiler = compiler or bishengir.find_compiler(toolchain)
     if compiler is None:
-        return None, "no bishengir-compile"
+        return None, f"no {chips.TOOLCHAINS[toolchain].compiler}"
+    if target not in pipe_model.MODELLED_CHIPS:
+        return None, f"unmodelled: no published cost figures for {target}"
     meta = tuple(None if t is None else torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
                                                             device="meta") for t in operands)
     pointers = (*meta[:4], meta[4] if meta[4] is not None else meta[3])
@@ -700,10 +762,8 @@ def _judge(result: Result, plan, itemsizes: Sequence[int],
                                f"{result.minimum_per_element}")
     if compiler is None:
         return
-    for target, cores in result.vector_cores.items():
-        if cores != TARGET_VECTOR_CORES.get(target):
-            result.problems.append(f"{target} has {cores} vector cores in the compiler's spec, "
-                                   f"{TARGET_VECTOR_CORES.get(target)} in TARGET_VECTOR_CORES")
+    for target, spec in result.spec.items():
+        result.problems += spec_mismatches(target, spec)
     for target, status in result.compiled.items():
         if status == "error":
             result.problems.append(f"bishengir-compile error for {target}")
@@ -711,6 +771,14 @@ def _judge(result: Result, plan, itemsizes: Sequence[int],
             result.problems.append(f"{status} for {target}, a config the {result.role} uses")
     if result.compiled and not result.runnable and result.role == "candidate":
         result.notes.append(f"not runnable ({result.status})")
+
+
+def spec_mismatches(target: str, spec: Dict[str, int]) -> List[str]:
+    """Where the compiler's target spec for ``target`` and ``chips.json`` disagree."""
+    chip = chips.chip(target)
+    return [f"{target}: the compiler's spec has {entry} {spec.get(entry)}, chips.json "
+            f"{field} {getattr(chip, field)}"
+            for entry, field, per in SPEC_FACTS if spec.get(entry, 0) != getattr(chip, field) * per]
 
 
 def check_group(cases: Sequence[Case], targets: Sequence[str],
@@ -777,14 +845,16 @@ def run(cases: Sequence[Case], targets: Sequence[str], jobs: int,
 
 # --- the UB plan: the largest clean tile per kind --------------------------------------
 
-def measured_ub_plan(results: Sequence[Result]) -> Dict[str, Dict[str, int]]:
-    """Per ``TileKind`` key, the largest tile that planned cleanly on every target, with and
-    without multibuffer: the smallest over the layouts of that kind (their tiles can differ).
-    Only groups that tried every candidate tile count (a group of one tile says nothing about
-    the next)."""
+def measured_ub_plan(results: Sequence[Result], toolchain: str = "a2_a3"
+                     ) -> Dict[str, Dict[str, int]]:
+    """Per ``TileKind`` key of ``toolchain``, the largest tile that planned cleanly on every
+    target, with and without multibuffer: the smallest over the layouts of that kind (their
+    tiles can differ). Only groups that tried every candidate tile count (a group of one tile
+    says nothing about the next)."""
     by_group = collections.defaultdict(list)
     for r in results:
-        by_group[r.case.group].append(r)
+        if r.case.toolchain == toolchain:
+            by_group[r.case.group].append(r)
     plan: Dict[str, Dict[str, int]] = {}
     for group in by_group.values():
         if len({r.case.block_size for r in group}) < len(configs.CANDIDATES["npu"]["block_size"]):
@@ -798,31 +868,38 @@ def measured_ub_plan(results: Sequence[Result]) -> Dict[str, Dict[str, int]]:
     return dict(sorted(plan.items()))
 
 
-def write_ub_plan(plan: Dict[str, Dict[str, int]], compiler: bishengir.Compiler,
-                  targets: Sequence[str]) -> Path:
+def write_ub_plan(plans: Dict[str, Dict[str, Dict[str, int]]],
+                  compilers: Dict[str, bishengir.Compiler], targets: Sequence[str]) -> Path:
+    """Write the measured plan of each toolchain (``plans``) into ``ub_plan.json``, keeping
+    the others' as they are."""
     path = configs.UB_PLAN_FILE
+    recorded = dict(configs.ub_plan()["plans"])
+    for toolchain, entries in plans.items():
+        recorded[toolchain] = {
+            "compiler": compilers[toolchain].version,
+            "targets": [t for t in targets if chips.chip(t).toolchain.name == toolchain],
+            "date": datetime.date.today().isoformat(), "entries": entries}
     path.write_text(json.dumps({
-        "compiler": compiler.version, "targets": list(targets),
-        "date": datetime.date.today().isoformat(),
-        "what": "per configs.TileKind key: the largest tile bishengir-compile plans cleanly "
-                "(no overflow, no retry, multibuffer kept) on every target; written by "
-                "./run ascend-check --update-ub-plan",
-        "entries": plan}, indent=1) + "\n")
+        "what": "per toolchain (chips.json) and configs.TileKind key: the largest tile "
+                "bishengir-compile plans cleanly (no overflow, no retry, multibuffer kept) on "
+                "every target; written by ./run ascend-check --update-ub-plan",
+        "plans": dict(sorted(recorded.items()))}, indent=1) + "\n")
     configs.ub_plan.cache_clear()
     launcher_cases.cache_clear()
     return path
 
 
-def stale_ub_plan(measured: Dict[str, Dict[str, int]],
-                  compiler: bishengir.Compiler) -> List[str]:
-    """Where ``ub_plan.json`` and this run's measurements disagree (for the same compiler)."""
-    recorded = configs.ub_plan()
+def stale_ub_plan(measured: Dict[str, Dict[str, int]], compiler: bishengir.Compiler,
+                  toolchain: str = "a2_a3") -> List[str]:
+    """Where ``ub_plan.json`` and this run's measurements for ``toolchain`` disagree (for the
+    same compiler)."""
+    recorded = configs.ub_plan()["plans"].get(toolchain, {})
     if recorded.get("compiler") != compiler.version:
-        return [f"ub_plan.json was measured with {recorded.get('compiler')}, this is "
-                f"{compiler.version}: run --update-ub-plan"]
+        return [f"ub_plan.json's {toolchain} plan was measured with {recorded.get('compiler')}, "
+                f"this is {compiler.version}: run --update-ub-plan"]
     entries = recorded.get("entries", {})
-    return [f"{key}: ub_plan.json has {entries.get(key)}, the compiler plans {value}"
-            for key, value in measured.items() if entries.get(key) != value]
+    return [f"{toolchain} {key}: ub_plan.json has {entries.get(key)}, the compiler plans "
+            f"{value}" for key, value in measured.items() if entries.get(key) != value]
 
 
 def _lower_for(plan, tensors, targets: Sequence[str], result: Result) -> Optional[str]:
@@ -894,7 +971,8 @@ def _role_label(result: Result) -> str:
 
 
 def format_table(results: Sequence[Result]) -> str:
-    header = (f"{'layout':<20} {'dtypes g/x/y/out':<17} {'tile':>9} {'mb':>2} {'role':<9} "
+    header = (f"{'chips':<6} {'layout':<20} {'dtypes g/x/y/out':<17} {'tile':>9} {'mb':>2} "
+              f"{'role':<9} "
               f"{'path':<16} {'access':<6} {'bytes per transfer':<20} {'B/el':>4} {'min':>3} "
               f"{'bisheng':<8} {'UB KB':>6} {'vec':>5} {'rows':>5}  verdict")
     lines = [header, "-" * len(header)]
@@ -909,7 +987,7 @@ def format_table(results: Sequence[Result]) -> str:
         ub = r.planned_ub_bytes or r.required_ub_bytes
         body = r.body
         lines.append(
-            f"{c.layout:<20} {'/'.join(c.dtypes):<17} {tile:>9} "
+            f"{c.toolchain:<6} {c.layout:<20} {'/'.join(c.dtypes):<17} {tile:>9} "
             f"{'y' if c.multibuffer else 'n':>2} {_role_label(r):<9} "
             f"{r.path:<16} {access:<6} {_transfer_label(r):<20} {r.moved_per_element:>4.3g} "
             f"{r.minimum_per_element:>3} {_STATUS_LABEL[r.status]:<8} "
@@ -953,6 +1031,28 @@ def format_model_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+def format_unmodelled_table(results: Sequence[Result]) -> str:
+    """Per layout x dtype at the launcher's default on the chips without published cost
+    figures (the 950 series): the compiled tile, unmodelled."""
+    rows = [r for r in results if r.body is not None and r.case.toolchain != "a2_a3"]
+    header = (f"{'layout':<20} {'dtype':<5} {'red.':<4} {'tile':>9} {'mb':>2} {'UB %':>5} "
+              f"{'vec/tile':>8} {'in rows':>7} {'DMAs':>4} {'min DMA':>7} {'scalar':>6} "
+              f"{'bar':>4} {'flags':>5}  model")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        body = r.body
+        smallest = min((t.burst_bytes for t in body.transfers), default=0)
+        lines.append(
+            f"{r.case.layout:<20} {r.case.dtypes[1]:<5} "
+            f"{Reduction(r.case.reduction).name.lower():<4} {f'{r.tile[0]}x{r.tile[1]}':>9} "
+            f"{'y' if r.case.multibuffer else 'n':>2} "
+            f"{100 * r.planned_ub_bytes / (r.ub_capacity_bytes or 1):>5.0f} "
+            f"{body.vector_calls:>8} {body.row_loop_calls:>7} {len(body.transfers):>4} "
+            f"{smallest:>7} {body.scalar_gm_accesses + body.scalar_ub_accesses:>6} "
+            f"{body.barriers:>4} {body.flags:>5}  unmodelled")
+    return "\n".join(lines)
+
+
 def _ratio(result: Result, target: str) -> str:
     """aclnn's modelled time over the kernel's on ``target``."""
     if target not in result.modelled:
@@ -961,10 +1061,10 @@ def _ratio(result: Result, target: str) -> str:
 
 
 def model_cases(cases: Sequence[Case]) -> List[Case]:
-    """What the model table shows: the launcher's default per layout and uniform dtype."""
+    """What the model tables show: the launcher's default per layout and uniform dtype."""
     return [c for c in cases if c.dtypes[0] == c.dtypes[1] == c.dtypes[2] == c.dtypes[3]
-            and not c.negated and c.multibuffer and c.transpose
-            and c.block_size == launcher_block(c.layout, c.dtypes, False, c.reduction)]
+            and not c.negated and c.transpose
+            and c == launcher_cases(c.layout, c.dtypes, False, c.reduction, c.toolchain)[0]]
 
 
 def main(argv=None) -> int:
@@ -977,28 +1077,31 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=cli.positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--quiet", action="store_true", help="print failures and the summary")
     parser.add_argument("--quick", action="store_true",
-                        help="tuner candidates for the first target only (the launcher's and "
-                             "the tables' configs still for every target)")
+                        help="tuner candidates for the first A2/A3 target only (the launcher's "
+                             "and the tables' configs still for every target); on the 950 "
+                             "series the launcher's configs for the uniform dtypes")
     parser.add_argument("--update-ub-plan", action="store_true",
                         help="measure the largest clean tile per kind and write "
                              "mse_grad_triton/ub_plan.json (the launcher's defaults)")
     args = parser.parse_args(argv)
     targets = ALL_TARGETS if "all" in args.targets else tuple(args.targets)
-    compiler = bishengir.find_compiler()
-    if compiler is None and args.update_ub_plan:
-        parser.error("--update-ub-plan needs bishengir-compile (CANN, or pip install "
-                     "ascendnpu-ir==1.2.0 on x86_64)")
-    stage = (f"bishengir-compile: {compiler.version} ({compiler.source}, {compiler.path})"
-             if compiler else "bishengir-compile NOT FOUND (neither CANN's on $PATH nor the "
-             "ascendnpu-ir wheel): ONLY the Linalg stage is checked - NOT the real "
-             "compiler's verdict")
+    toolchains = list(dict.fromkeys(chips.chip(t).toolchain.name for t in targets))
+    compilers = {tc: bishengir.find_compiler(tc) for tc in toolchains}
+    if args.update_ub_plan and (args.quick or None in compilers.values()):
+        parser.error("--update-ub-plan needs every toolchain's bishengir-compile (CANN, or pip "
+                     "install ascendnpu-ir==1.2.0 on x86_64) and every candidate (no --quick)")
     print(f"Ascend gate: targets {', '.join(targets)}"
           + (f" (tuner candidates: {targets[0]} only)" if args.quick else "")
           + "; TTIR -> Linalg (triton-adapter-opt), then the final HIVM")
-    print(stage)
+    for toolchain, compiler in compilers.items():
+        name = chips.TOOLCHAINS[toolchain].compiler
+        print(f"{toolchain}: {name}: {compiler.version} ({compiler.source}, {compiler.path})"
+              if compiler else f"{toolchain}: {name} NOT FOUND (neither CANN's on $PATH nor "
+              "the ascendnpu-ir wheel): ONLY the Linalg stage is checked - NOT the real "
+              "compiler's verdict")
 
     started = time.time()
-    results = _run_and_measure(args, targets, compiler)
+    results = _run_and_measure(args, targets, toolchains, compilers)
     shown = [r for r in results if r.problems] if args.quiet else results
     print("access per operand grad_output/self/target/out/negated_out: B block transfer (DMA), "
           "S scalar load, U unstructured (per-lane scalar code), - unused; bytes per transfer: "
@@ -1009,35 +1112,48 @@ def main(argv=None) -> int:
           "vec: vector calls per tile, rows: of them in per-row loops")
     if shown:
         print(format_table(shown))
-    if compiler is not None:
+    if compilers.get("a2_a3") is not None:
         print(format_model_table(results))
+    if any(tc != "a2_a3" and compiler for tc, compiler in compilers.items()):
+        print("The 950 series at the launcher's defaults (Ascend910_95xx, bishengir-compile-a5, "
+              "register-based: vec/tile counts each compute instruction of its vector "
+              "functions once): unmodelled, no published cost figures")
+        print(format_unmodelled_table([r for r in results if r.case in
+                                       set(model_cases([r.case for r in results]))]))
     stale = []
-    if compiler is not None:
-        stale = stale_ub_plan(measured_ub_plan(results), compiler)
-        for line in stale:
-            print(f"FAIL: UB plan data is stale: {line}")
+    for toolchain, compiler in compilers.items():
+        measured = measured_ub_plan(results, toolchain)
+        if compiler is not None and not (args.quick and toolchain != "a2_a3"):
+            stale += stale_ub_plan(measured, compiler, toolchain)
+    for line in stale:
+        print(f"FAIL: UB plan data is stale: {line}")
     failed = sum(bool(r.problems) for r in results) + bool(stale)
     statuses = collections.Counter(r.status for r in results if r.compiled)
     print("bishengir-compile: " + (", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-                                   if compiler else "not run (NOT FOUND): Linalg stage only"))
+                                   if any(compilers.values())
+                                   else "not run (NOT FOUND): Linalg stage only"))
     unstructured = sorted({r.case.layout for r in results if "U" in r.access.values()})
     print(f"unstructured (allowed) in: {', '.join(unstructured) or 'none'}")
     print(f"{len(results) - failed} passed, {failed} failed ({time.time() - started:.0f} s)"
-          + ("" if compiler else " - Linalg stage only, bishengir-compile NOT FOUND"))
+          + ("" if all(compilers.values()) else " - Linalg stage only where a bishengir-compile "
+             "is NOT FOUND"))
     return 1 if failed else 0
 
 
-def _run_and_measure(args, targets, compiler) -> List[Result]:
+def _run_and_measure(args, targets, toolchains, compilers) -> List[Result]:
     """Every case; with --update-ub-plan, measure and write the plan first, then check the
     launcher's choices it implies."""
     passes = 2 if args.update_ub_plan else 1
+    brief = [tc for tc in toolchains if tc != "a2_a3"] if args.quick else []
     for done in range(passes):
-        cases = enumerate_cases(args.full)   # the launcher's choices follow ub_plan.json
+        cases = enumerate_cases(args.full, toolchains, brief)  # follows ub_plan.json
         with tqdm(total=len(cases), disable=not sys.stderr.isatty(), unit="spec") as bar:
-            results = run(cases, targets, args.jobs, compiler, model_cases(cases), bar.update,
-                          targets[:1] if args.quick else None)
+            results = run(cases, targets, args.jobs, compilers, model_cases(cases),
+                          bar.update, targets[:1] if args.quick else None)
         if done + 1 < passes:  # measured: write, then check what it makes the launcher pick
-            print(f"wrote {write_ub_plan(measured_ub_plan(results), compiler, targets)}")
+            plans = {tc: measured_ub_plan(results, tc) for tc in toolchains}
+            plans = {tc: plan for tc, plan in plans.items() if plan}
+            print(f"wrote {write_ub_plan(plans, compilers, targets)}")
     return results
 
 

@@ -13,6 +13,15 @@ own, and so is a branch after the loop (the flat kernel's masked last tile). In 
   shape, strides and item size;
 - scalar ``memref.load``/``memref.store``, ``pipe_barrier``, ``set_flag``/``wait_flag``.
 
+The Ascend 950 compiler (``bishengir-compile-a5``) is register-based and leaves control flow as
+blocks (``cf.br``/``cf.cond_br``): its tile loop is the entry function's first loop (from the
+first block label to the branch back to it; both sides of a branch inside it are counted), and
+its vector work is calls of outlined vector functions (``hivm.vector_function``) that walk the
+UB in 256-byte registers. Each compute intrinsic in such a function's loops counts as one vector
+instruction per call (register loads and stores, mask generation and set-up outside its loops do
+not). Such a function walks a 2-D tile row by row in its nested loops by design: none of it is
+counted as a per-row loop (that measure is A2/A3's, where each call covers the whole tile).
+
     read(hivm_text) -> Hivm    the target spec and every tile body
 """
 
@@ -153,6 +162,8 @@ def parse_memref(text: str) -> Optional[Memref]:
 
 def read(hivm: str) -> Hivm:
     """The target spec and the tile bodies of a final HIVM module (see the module docstring)."""
+    if "hivm.vector_function" in hivm:
+        return _read_register_based(hivm)
     spec = {name: int(value) for name, value in _SPEC.findall(hivm)}
     types: Dict[str, Memref] = {}
     bodies: Dict[Tuple[str, int], TileBody] = {}
@@ -264,3 +275,106 @@ def _read_statement(line: str, body: TileBody, types: Dict[str, Memref], repeat:
             itemsize = data[0].itemsize if "cast" in name else max(m.itemsize for m in data)
             body.vector_ops.append(VectorOp(name, data[0].elements, data[0].span * itemsize,
                                             itemsize, repeat, in_row_loop))
+
+
+# --- the register-based form (Ascend 950) ------------------------------------------------
+
+_INTRINSIC = re.compile(r'"hivm_regbaseintrins\.intr\.hivm\.([\w.]+)"\(.*\) : '
+                        r'\((?:vector<(\d+)x(\w+)>)?')
+_BLOCK = re.compile(r"^\s*\^(bb\d+)")
+_BRANCH_TARGETS = re.compile(r"\^(bb\d+)")
+_VF_CALL = re.compile(r"\bcall @(\w+)\(.*\{hivm\.vector_function")
+# Not vector work: register loads and stores (the UB accesses), mask generation, set-up.
+_NOT_COMPUTE = ("vld", "vst", "p", "init.")
+
+
+def _blocks(lines: List[str]) -> List[Tuple[str, List[str]]]:
+    """A function body's blocks in order: (label, lines); the entry block is ``bb_entry``."""
+    blocks = [("bb_entry", [])]
+    for line in lines:
+        label = _BLOCK.match(line)
+        if label:
+            blocks.append((label.group(1), []))
+        else:
+            blocks[-1][1].append(line)
+    return blocks
+
+
+def _loop_depths(blocks: List[Tuple[str, List[str]]]) -> List[int]:
+    """How many loops hold each block: a branch to an earlier (or the same) block closes a
+    loop from that block to this one."""
+    index = {label: i for i, (label, _) in enumerate(blocks)}
+    depths = [0] * len(blocks)
+    for i, (_, lines) in enumerate(blocks):
+        for line in lines:
+            if "cf.br" not in line and "cf.cond_br" not in line:
+                continue
+            for target in _BRANCH_TARGETS.findall(line):
+                if index.get(target, len(blocks)) <= i:
+                    for j in range(index[target], i + 1):
+                        depths[j] += 1
+    return depths
+
+
+def _functions(hivm: str) -> Dict[str, Tuple[str, List[str]]]:
+    """Each defined function: name -> (its ``func.func`` line, its body lines)."""
+    functions: Dict[str, Tuple[str, List[str]]] = {}
+    current = None
+    for line in hivm.splitlines():
+        if line.startswith("  func.func "):
+            name = re.search(r"@(\w+)", line).group(1)
+            current = None if line.rstrip().endswith(")") or "private" in line else name
+            if current:
+                functions[current] = (line, [])
+        elif line.startswith("  }"):
+            current = None
+        elif current:
+            functions[current][1].append(line)
+    return functions
+
+
+def _vector_function_ops(lines: List[str]) -> List[VectorOp]:
+    """The compute intrinsics in a vector function's loops (at any depth), once each per
+    call."""
+    ops = []
+    blocks = _blocks(lines)
+    for (_, body), depth in zip(blocks, _loop_depths(blocks)):
+        for line in body:
+            match = _INTRINSIC.search(line)
+            if not match or depth == 0 or match.group(1).startswith(_NOT_COMPUTE):
+                continue
+            lanes, dtype = int(match.group(2) or 1), match.group(3) or "f32"
+            itemsize = ITEMSIZE.get(dtype, 4)
+            ops.append(VectorOp(match.group(1), lanes, lanes * itemsize, itemsize, 1,
+                                in_row_loop=False))
+    return ops
+
+
+def _read_register_based(hivm: str) -> Hivm:
+    spec = {name: int(value) for name, value in _SPEC.findall(hivm)}
+    functions = _functions(hivm)
+    vector_functions = {name: _vector_function_ops(lines)
+                        for name, (header, lines) in functions.items()
+                        if "hivm.vector_function" in header}
+    entry = next((lines for header, lines in functions.values() if "hacc.entry" in header), [])
+    types: Dict[str, Memref] = {}
+    tile, last = TileBody("tile loop (both sides of its branches)"), TileBody("last tile")
+    header, body = None, None
+    for line in entry:
+        _record_type(line, types)
+        label = _BLOCK.match(line)
+        if label and header is None:
+            header, body = label.group(1), tile
+            continue
+        if body is tile and re.search(rf"cf\.(?:cond_)?br .*\^{header}\b", line):
+            body = last   # the branch back to the loop's header: what follows runs once
+            continue
+        if body is None:
+            continue
+        call = _VF_CALL.search(line)
+        if call:
+            body.vector_ops += vector_functions.get(call.group(1), [])
+        else:
+            _read_statement(line, body, types, 1, in_row_loop=False)
+    bodies = [tile] + ([last] if last.transfers or last.vector_ops else [])
+    return Hivm(spec, bodies)

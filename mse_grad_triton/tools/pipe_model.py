@@ -25,10 +25,14 @@ import dataclasses
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .. import chips
 from .hivm import TileBody
 
 SOURCE = "triton-ascend third_party/ascend/costmodel/configs/ascend_910b.json (REFERENCE.md §9)"
 LABEL = "modelled from the compiled HIVM - not measured"
+# The chips these figures are for: the 910B (A2) series. Huawei published none for the A3 or
+# the 950 series, whose tiles are listed unmodelled.
+MODELLED_CHIPS = tuple(name for name, chip in chips.known().items() if chip.series == "A2")
 
 # clock.frequency_ghz
 CLOCK_HZ = 1.85e9
