@@ -1,0 +1,110 @@
+"""The compiled kernel, run on the CPU: bishengir-compile's UB-planned HIVM translated to
+upstream MLIR (``tools/hivm_exec.py``) and executed against float64 and the interpreter
+(``tools/ascend_exec.py``). Needs bishengir-compile and Debian's mlir-19-tools and llvm-19
+(``.ci/run`` installs them); elsewhere these tests skip, saying which is missing."""
+
+import os
+import platform
+
+import pytest
+
+from mse_grad_triton import triton_compat
+from mse_grad_triton.tools import ascend_check, ascend_exec, bishengir, hivm_exec
+
+pytestmark = pytest.mark.skipif(triton_compat.FLAVOUR != "ascend",
+                                reason="needs triton-ascend's compiler (upstream Triton here)")
+
+
+@pytest.fixture(scope="module")
+def compiler():
+    """bishengir-compile and the tools the route needs; where one is missing the tests skip
+    saying which (and fail under $MSE_GRAD_TRITON_REQUIRE_EXEC, which .ci/run sets)."""
+    found = bishengir.find_compiler()
+    missing = hivm_exec.missing_tools()
+    why = (f"no bishengir-compile on {platform.machine()}" if found is None else
+           f"missing {', '.join(missing)}: apt-get install {' '.join(hivm_exec.PACKAGES)}"
+           if missing else "")
+    if why:
+        if os.environ.get("MSE_GRAD_TRITON_REQUIRE_EXEC"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return found
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path
+
+
+F32, BF16 = ("f32",) * 4, ("bf16",) * 4
+
+
+def _launcher_case(layout, dtypes, negated=False, reduction=1):
+    return ascend_check.launcher_cases(layout, dtypes, negated, reduction)[0]
+
+
+@pytest.mark.parametrize("layout, dtypes, negated, reduction", [
+    ("flat", F32, False, 1),                 # the guarded order: abs, compare, i1 casts, select
+    ("flat_scalar_grad", BF16, True, 1),     # casts both ways, both outputs
+    ("rows_of_3", BF16, False, 1),           # short rows, broadcast operands
+    ("transposed_self", F32, False, 0),      # the on-chip turn (vtranspose)
+])
+def test_the_compiled_form_matches_float64_and_the_interpreter(compiler, cache, layout,
+                                                               dtypes, negated, reduction):
+    case = _launcher_case(layout, dtypes, negated, reduction)
+    small = ascend_exec.run_case(case, "small", compiler, cache)
+    assert not small.problem, small.problem
+    assert small.programs > 1 and small.bitwise is True
+    gate = ascend_exec.run_case(case, "gate", compiler, cache)
+    assert not gate.problem and not gate.skipped, (gate.problem, gate.skipped)
+    assert gate.programs > 1 and gate.worst_ulp <= 4
+
+
+def test_a_misplaced_buffer_is_caught(compiler, cache):
+    # The negative control: the buffer planned at the second offset moved onto the first,
+    # which is live at the same time.
+    case = _launcher_case("flat", F32)
+    assert not ascend_exec.run_case(case, "small", compiler, cache).problem
+    broken = ascend_exec.run_case(case, "small", compiler, cache, misplace=True)
+    assert broken.problem, "moving a planned buffer onto a live one went unnoticed"
+
+
+def test_an_op_the_table_does_not_know_fails_loudly():
+    ub = "memref<64xf32, #hivm.address_space<ub>>"
+    planned = f"""module attributes {{}} {{
+  func.func @k(%arg0: memref<?xf32, #hivm.address_space<gm>>) attributes {{hacc.entry}} {{
+    %c0_i64 = arith.constant 0 : i64
+    %0 = hivm.hir.pointer_cast(%c0_i64) : {ub}
+    hivm.hir.vexp ins(%0 : {ub}) outs(%0 : {ub})
+    return
+  }}
+}}
+"""
+    with pytest.raises(hivm_exec.UnknownHivm, match="vexp"):
+        hivm_exec.translate(planned, 1024)
+    rounding = planned.replace("vexp ins", "vcast ins").replace(
+        f"outs(%0 : {ub})", f"outs(%0 : {ub}) round_mode = <floor>")
+    with pytest.raises(hivm_exec.UnknownHivm, match="round_mode"):
+        hivm_exec.translate(rounding, 1024)
+
+
+def test_planned_buffers_become_views_of_one_pool():
+    planned = """module attributes {} {
+  func.func @k(%arg0: memref<?xf32, #hivm.address_space<gm>>) attributes {hacc.entry} {
+    %c64_i64 = arith.constant 64 : i64
+    %0 = hivm.hir.pointer_cast(%c64_i64) : memref<16xf32, #hivm.address_space<ub>>
+    %1 = hivm.hir.pointer_cast(%c64_i64) : memref<16xi1, #hivm.address_space<ub>>
+    hivm.hir.set_flag[<PIPE_MTE2>, <PIPE_V>, <EVENT_ID0>]
+    return
+  }
+}
+"""
+    mlir, entry = hivm_exec.translate(planned, 1024)
+    assert entry == "k" and "hivm" not in mlir and "set_flag" not in mlir
+    assert "memref.view %hx_pool[" in mlir and "memref.view %hx_bits[" in mlir
+    assert "arith.muli %c64_i64, %hx_c8" in mlir   # an i1 buffer: byte offset x 8 bits
+    assert "%hx_pool: memref<1024xi8>, %hx_bits: memref<8192xi8>, %hx_block: i64" in mlir
+
+
+def test_every_assumed_semantic_names_its_source():
+    assert all(meaning and source for meaning, source in hivm_exec.SEMANTICS.values())
