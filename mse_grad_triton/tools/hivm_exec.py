@@ -82,7 +82,8 @@ SEMANTICS: Dict[str, Tuple[str, str]] = {
 _ALLOWED_TAIL = re.compile(
     r"^(\s*(compare_mode = <\w+>|temp_buffer\([^)]*\)|permutation = \[[\d, ]+\]|"
     r"init_out_buffer = false|may_implicit_transpose_with_last_axis = false|"
-    r"core_type = <VECTOR>|left_padding_num = %c0(_\d+)? : index|broadcast = \[[\d, ]*\]|broadcast_dims = \[[\d, ]*\]))*\s*$")
+    r"core_type = <VECTOR>|left_padding_num = %c0(_\d+)? : index|"
+    r"broadcast(_dims)? = \[[\d, ]*\]))*\s*$")
 
 
 class UnknownHivm(ValueError):
