@@ -47,7 +47,8 @@ DEFAULT_WAIT_SECONDS = 600.0
 MODEL_BEST = 3   # candidates measured besides the default where the pipe model ranks them
 
 _requested: Optional[bool] = None   # tune_on_first_use(); None: the environment decides
-_state = threading.local()          # .busy: this thread is tuning (no nested tuning)
+_state = threading.local()          # .reason: why this thread must not tune now, or None
+TUNING = "a tuning run is in progress"
 
 
 def tune_on_first_use(enabled: Optional[bool] = True) -> None:
@@ -99,8 +100,23 @@ def covered(table: Optional[tables.TunedTable], dtype: str, path: str, numel: in
     return any(int(key) // 2 == size_bucket(numel) for key in keys)
 
 
+@contextlib.contextmanager
+def deferred(reason: str) -> Iterator[None]:
+    """No tuning in this thread inside the block (``reason`` says why: ``explain()`` runs
+    nothing; a tuning run's own candidates)."""
+    previous = getattr(_state, "reason", None)
+    _state.reason = reason
+    try:
+        yield
+    finally:
+        _state.reason = previous
+
+
 def why_not_now(device: torch.device, tensors: Sequence) -> Optional[str]:
-    """Why a call must not be tuned now (tracing, a transform, a capture), or None."""
+    """Why a call must not be tuned now (``deferred``, tracing, a transform, a capture), or
+    None."""
+    if getattr(_state, "reason", None):
+        return _state.reason
     compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
     if torch.jit.is_tracing() or compiling():
         return "torch.compile or torch.jit is tracing"
@@ -119,9 +135,8 @@ def why_not_now(device: torch.device, tensors: Sequence) -> Optional[str]:
 
 
 def wanted(table, dtype: str, path: str, numel: int) -> bool:
-    """Should this call tune its entry (on, not inside a tuning run, not covered)?"""
-    return enabled() and not getattr(_state, "busy", False) \
-        and not covered(table, dtype, path, numel)
+    """Is tuning on first use on, and the call's entry missing from ``table``?"""
+    return enabled() and not covered(table, dtype, path, numel)
 
 
 # --- tuning one entry ---------------------------------------------------------------------
@@ -182,8 +197,7 @@ def _measure_entry(device_backend, device, operands, reduction_code, dtype, path
     out = torch.empty_strided(tuple(operands[3].shape), tuple(operands[3].stride()),
                               dtype=operands[3].dtype, device=device)
     work = (*tensors, out)
-    _state.busy = True
-    try:
+    with deferred(TUNING):
         candidates, _ = tune._candidates(work, device_backend)
         ranking = _ranking(device_backend)
         chosen = candidates
@@ -198,8 +212,6 @@ def _measure_entry(device_backend, device, operands, reduction_code, dtype, path
                            disable=not sys.stderr.isatty(), leave=False):
             records.append(tune._measure(work, device_backend, config, timer,
                                          reduction_code))
-    finally:
-        _state.busy = False
     passed = [r for r in records if "seconds" in r]
     if not passed:
         warnings.warn(f"mse_grad_triton: no candidate works for {label}: "

@@ -279,8 +279,10 @@ def explain(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Tensor,
             backend: str = "auto") -> Explanation:
     """What ``mse_loss_backward`` would do with these arguments, without running anything:
     backend and why, launch path, coalesced layout, configuration and where it came from, grid.
-    Raises what the call would raise."""
-    call = _call(grad_output, self, target, reduction, out, backend, False)
+    Raises what the call would raise; tunes nothing (with tuning on first use, the config
+    shown for a missing entry is the one used until the first call tunes it)."""
+    with autotune.deferred("explain() runs nothing"):
+        call = _call(grad_output, self, target, reduction, out, backend, False)
     if out is not None:
         validation.check_out_memory(out, grad_output, self, target)
     summary = dict(backend="native" if call.native else "triton", reason=call.reason,
@@ -460,10 +462,11 @@ def _choose_config(rows: Layout, operands, reduction_code: int,
     dtype, numel = validation.DTYPE_NAMES[operands[1].dtype], operands[3].numel()
     tuned = table.config_for(dtype, rows.path, numel) if table else None
     if autotune.wanted(table, dtype, rows.path, numel):  # opted in, and no entry yet
-        if autotune.why_not_now(operands[1].device, operands[:3]) is None:
+        reason = autotune.why_not_now(operands[1].device, operands[:3])
+        if reason is None:
             tuned = autotune.tune_call(device_backend, operands[:4], reduction_code, dtype,
                                        rows.path) or tuned
-        else:  # the default config now; planned again (and tuned) outside
+        elif reason != autotune.TUNING:  # the default now; planned again (and tuned) later
             _planning.provisional = True
     kind = (tile_kind(rows, operands, reduction_code, chip=device_backend.chip)
             if device_backend.kind == "npu" else None)

@@ -64,6 +64,14 @@ def test_the_first_call_tunes_and_keeps_its_entry(first_use, capsys):
     assert "tuned" not in capsys.readouterr().err
 
 
+def test_explain_tunes_nothing_and_the_call_after_it_tunes(first_use):
+    operands = _operands()
+    assert mgt.explain(*operands, "mean").config_source == "default"
+    assert not (first_use / "cpu.json").exists()
+    mgt.mse_loss_backward(*operands, "mean")
+    assert "tuned on first use" in mgt.explain(*operands, "mean").config_source
+
+
 def test_another_size_bucket_is_tuned_and_merged(first_use):
     mgt.mse_loss_backward(*_operands(), "mean")
     mgt.mse_loss_backward(*_operands(shape=[256]), "mean")
