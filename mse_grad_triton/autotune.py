@@ -89,7 +89,11 @@ def tuning_dir() -> Path:
 def size_bucket(numel: int) -> int:
     """The size bucket of a call of ``numel`` elements: a power of 4 (the offline tuner's
     default sizes, 2^12 ... 2^26 in steps of 4x, have one each)."""
-    return int(math.log2(max(numel, 1))) // 2
+    return _bucket(math.log2(max(numel, 1)))
+
+
+def _bucket(log2_numel: float) -> int:
+    return int(log2_numel) // 2
 
 
 def covered(table: Optional[tables.TunedTable], dtype: str, path: str, numel: int) -> bool:
@@ -97,7 +101,7 @@ def covered(table: Optional[tables.TunedTable], dtype: str, path: str, numel: in
     if table is None:
         return False
     keys = table.buckets.get((dtype, path), ((), ()))[0]
-    return any(int(key) // 2 == size_bucket(numel) for key in keys)
+    return any(_bucket(key) == size_bucket(numel) for key in keys)  # keys: log2 of numel
 
 
 @contextlib.contextmanager
@@ -190,10 +194,11 @@ def _measure_entry(device_backend, device, operands, reduction_code, dtype, path
     from tqdm import tqdm
 
     from . import tune
+    from .testing import make_like
     from .timing import device_timer
 
     started = time.perf_counter()
-    tensors = tuple(_like(t, device, seed) for seed, t in enumerate(operands[:3]))
+    tensors = tuple(make_like(t, seed, device) for seed, t in enumerate(operands[:3]))
     out = torch.empty_strided(tuple(operands[3].shape), tuple(operands[3].stride()),
                               dtype=operands[3].dtype, device=device)
     work = (*tensors, out)
@@ -241,16 +246,6 @@ def _ranking(device_backend):
             or bishengir.find_compiler() is None:
         return None
     return ModelRanking(device_backend.device_name, MODEL_BEST)
-
-
-def _like(tensor, device: torch.device, seed: int) -> torch.Tensor:
-    """A tensor of ``tensor``'s shape, strides (broadcast ones included) and dtype on
-    ``device``, holding values from a fixed seed."""
-    shape, stride = tuple(tensor.shape), tuple(tensor.stride())
-    extent = 1 + sum((size - 1) * step for size, step in zip(shape, stride)) if all(shape) else 0
-    generator = torch.Generator().manual_seed(seed)
-    base = (torch.rand(extent, generator=generator, dtype=torch.float64) * 8 - 4)
-    return base.to(device=device, dtype=tensor.dtype).as_strided(shape, stride)
 
 
 def _now() -> str:

@@ -152,9 +152,9 @@ def select_config(kind: str, row_length: int, num_rows: int, num_units: int,
     block = config.block_size
     if not block:  # NPU: from the compiler's plan
         multibuffer = chips.TOOLCHAINS[tile_kind.toolchain].multibuffer_default
-        config = replace(config, multibuffer=multibuffer)
-        block, origin = largest_clean_block(tile_kind, config.multibuffer)
-        config = replace(config, source=f"default ({origin} in ub_plan.json)")
+        block, origin = largest_clean_block(tile_kind, multibuffer)
+        config = replace(config, multibuffer=multibuffer,
+                         source=f"default ({origin} in ub_plan.json)")
     # Shrink in steps of 4, so that at most three tile sizes (three compiled variants per
     # dtype and path) serve every size: each is a multi-second compile on Ascend.
     minimum = defaults["min_block_size"]

@@ -76,6 +76,19 @@ def assert_ulp_close(result: torch.Tensor, expected: torch.Tensor, max_ulp=None)
     return worst
 
 
+def storage_extent(tensor) -> int:
+    """Elements from a tensor's first to its last reachable one (its strides' span)."""
+    shape, stride = tuple(tensor.shape), tuple(tensor.stride())
+    return 1 + sum((n - 1) * s for n, s in zip(shape, stride)) if all(shape) else 0
+
+
+def make_like(tensor, seed, device="cpu") -> torch.Tensor:
+    """``make``'s values with ``tensor``'s shape, strides (broadcast ones included) and dtype
+    (``tensor`` may be a meta tensor or only metadata)."""
+    return make([storage_extent(tensor)], tensor.dtype, seed, device=device).as_strided(
+        tuple(tensor.shape), tuple(tensor.stride()))
+
+
 def make(shape, dtype, seed, low=-4.0, high=4.0, device="cpu"):
     """Deterministic uniform values in [low, high), generated in float64 on the CPU, then cast
     and moved (contiguous) to ``device``."""

@@ -191,8 +191,8 @@ class Case(LayoutCase):
 
     @property
     def chip(self) -> chips.Chip:
-        """The chip the launcher plans for (the toolchain's first: the plan is the same)."""
-        return next(iter(chips.targets(self.toolchain).values()))
+        """The chip the launcher plans for (``planning_chip``)."""
+        return planning_chip(self.toolchain)
 
 
 @dataclasses.dataclass
@@ -236,6 +236,12 @@ class Result:
     def runnable(self) -> bool:
         """Does every target plan it cleanly (may the launcher, a table or the tuner use it)?"""
         return self.status in bishengir.RUNNABLE
+
+
+def planning_chip(toolchain: str) -> chips.Chip:
+    """The chip a toolchain's cases are planned for: its first (every chip of a toolchain
+    plans and compiles the same; only the grid, and the targets' specs, differ)."""
+    return next(iter(chips.targets(toolchain).values()))
 
 
 def enumerate_cases(full: bool, toolchains: Sequence[str] = ("a2_a3",),
@@ -309,7 +315,7 @@ def launcher_config(layout_name: str, dtypes, negated: bool = False,
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     negated_out = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
     rows = layout.of_tensors(tensors)
-    chip = next(iter(chips.targets(toolchain).values()))
+    chip = planning_chip(toolchain)
     kind = launcher.tile_kind(rows, (*tensors, negated_out if negated else None), reduction,
                               chip=chip)
     return configs.select_config("npu", rows.row_length, rows.num_rows, 1, tile_kind=kind)

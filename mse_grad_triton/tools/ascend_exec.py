@@ -29,7 +29,7 @@ import torch
 
 from .. import backends, chips, cli, configs, launcher
 from ..reduction import Reduction
-from ..testing import MAX_ULP, make, max_ulp_error
+from ..testing import MAX_ULP, make, make_like, max_ulp_error, storage_extent
 from . import ascend_check, bishengir, hivm_exec
 
 TARGET = "Ascend910B3"
@@ -39,15 +39,6 @@ MAX_ELEMENTS = 1 << 24
 SMALL_PROGRAMS = 3
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _make(shape, dtype, seed, stride=None, step=1):
-    base = make([s * step if i == len(shape) - 1 else s for i, s in enumerate(shape)]
-                if stride is None else [int(1 + sum((n - 1) * s for n, s in zip(shape, stride)))],
-                dtype, seed)
-    if stride is not None:
-        return base.as_strided(shape, stride)
-    return base[..., ::step] if step > 1 else base
 
 
 def _alternating(outer_dims: int, g, x, y) -> Tensors:
@@ -71,7 +62,7 @@ SMALL: Dict[str, Callable[..., Tensors]] = {
     "short_rows": lambda g, x, y: (make([], g, 0), make([333, 30], x, 1), make([333, 1], y, 2)),
     "expanded_grad": lambda g, x, y: (make([300], g, 0).expand(37, 300), make([37, 300], x, 1),
                                       make([37, 300], y, 2)),
-    "row_stride_2^31+": lambda g, x, y: (make([], g, 0), _make([3, 700], x, 1, (1000, 1)),
+    "row_stride_2^31+": lambda g, x, y: (make([], g, 0), make([3, 1000], x, 1)[:, :700],
                                          make([3, 700], y, 2)),
     "rows_of_4": lambda g, x, y: (make([], g, 0), make([3001, 4], x, 1), make([3001, 1], y, 2)),
     "sliced_rows_of_4": lambda g, x, y: (make([], g, 0), make([3001, 64], x, 1)[:, :4],
@@ -96,17 +87,6 @@ SMALL: Dict[str, Callable[..., Tensors]] = {
 }
 # The output of a small form: contiguous, except where the layout is about the output.
 SMALL_OUT = {"transposed_out": lambda shape, dtype: torch.empty(shape[::-1], dtype=dtype).t()}
-
-
-def _real(meta: torch.Tensor, seed: int) -> torch.Tensor:
-    """A CPU tensor with ``meta``'s shape, strides and dtype."""
-    shape, stride = tuple(meta.shape), tuple(meta.stride())
-    extent = 1 + sum((n - 1) * s for n, s in zip(shape, stride)) if all(shape) else 0
-    return make([extent], meta.dtype, seed).as_strided(shape, stride)
-
-
-def _extent(meta: torch.Tensor) -> int:
-    return 1 + sum((n - 1) * s for n, s in zip(meta.shape, meta.stride()))
 
 
 @dataclasses.dataclass
@@ -155,11 +135,11 @@ def _operands(case, shape: str) -> Tuple[Optional[tuple], str]:
     dtypes = [ascend_check.DTYPES[d] for d in case.dtypes]
     if shape == "gate":
         metas = ascend_check.LAYOUTS[case.layout][0](*dtypes)
-        largest = max(_extent(t) for t in metas)
+        largest = max(storage_extent(t) for t in metas)
         if largest > MAX_ELEMENTS:
             return None, f"{largest} elements of storage > {MAX_ELEMENTS}: its small form runs"
-        inputs = tuple(_real(t, seed) for seed, t in enumerate(metas[:3]))
-        out = _real(metas[3], 3)
+        inputs = tuple(make_like(t, seed) for seed, t in enumerate(metas[:3]))
+        out = make_like(metas[3], 3)
     else:
         inputs = SMALL[case.layout](*dtypes[:3])
         result_shape = torch.broadcast_shapes(*(t.shape for t in inputs))

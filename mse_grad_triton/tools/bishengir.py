@@ -129,9 +129,7 @@ def compile_linalg(linalg: str, target: str, multibuffer: bool,
     Linalg's digest."""
     source = linalg.replace(', mix_mode = "aiv"', "")
     options = compile_options(compiler, target, multibuffer)
-    digest = hashlib.sha256("\n".join([compiler.version, *options, source]).encode()
-                            ).hexdigest()
-    path = cache / f"{digest}.json.gz" if cache else None
+    path = cache / f"{_digest(compiler, options, source)}.json.gz" if cache else None
     if path is not None:
         try:
             return Compiled(**json.loads(gzip.decompress(path.read_bytes())))
@@ -139,12 +137,22 @@ def compile_linalg(linalg: str, target: str, multibuffer: bool,
             pass
     compiled = _compile(source, options, compiler)
     if path is not None:
-        # Atomically: parallel workers may compile the same kernel and read each other's files.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(gzip.compress(json.dumps(dataclasses.asdict(compiled)).encode()))
-        os.replace(partial, path)
+        _store(path, json.dumps(dataclasses.asdict(compiled)))
     return compiled
+
+
+def _digest(compiler: Compiler, options: List[str], source: str) -> str:
+    """What a cached compile is keyed by: the compiler's version, its options, the Linalg."""
+    return hashlib.sha256("\n".join([compiler.version, *options, source]).encode()).hexdigest()
+
+
+def _store(path: Path, text: str) -> None:
+    """Write a cache entry atomically: parallel workers may compile the same kernel and read
+    each other's files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_bytes(gzip.compress(text.encode()))
+    os.replace(partial, path)
 
 
 def planned_hivm(linalg: str, target: str, multibuffer: bool, compiler: Compiler,
@@ -156,8 +164,8 @@ def planned_hivm(linalg: str, target: str, multibuffer: bool, compiler: Compiler
     source = linalg.replace(', mix_mode = "aiv"', "")
     options = [*compile_options(compiler, target, multibuffer),
                "--mlir-print-ir-before=convert-hivm-to-std"]
-    digest = hashlib.sha256("\n".join([compiler.version, *options, source]).encode()).hexdigest()
-    path = cache / "bishengir-planned" / f"{digest}.mlir.gz" if cache else None
+    path = (cache / "bishengir-planned" / f"{_digest(compiler, options, source)}.mlir.gz"
+            if cache else None)
     if path is not None and path.is_file():
         try:
             return gzip.decompress(path.read_bytes()).decode()
@@ -171,10 +179,7 @@ def planned_hivm(linalg: str, target: str, multibuffer: bool, compiler: Compiler
                              text=True, timeout=600)
     planned = planned_from_log(run.stderr + run.stdout)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(gzip.compress(planned.encode()))
-        os.replace(partial, path)
+        _store(path, planned)
     return planned
 
 

@@ -137,7 +137,6 @@ def _shape(memref: str) -> Tuple[List[str], str]:
 @dataclasses.dataclass
 class _Translator:
     ub_bytes: int
-    misplace: Optional[Tuple[int, int]] = None  # negative control: (from offset, to offset)
     count: int = 0
 
     def fresh(self) -> str:
@@ -309,7 +308,7 @@ def translate(planned: str, ub_bytes: int,
     takes the kernel's own arguments, then the UB pool, the bit pool and the block index.
     ``misplace=(a, b)``: the negative control, every buffer planned at byte ``a`` moved to
     ``b``."""
-    translator = _Translator(ub_bytes, misplace)
+    translator = _Translator(ub_bytes)
     start = planned.index("module")
     aliases = [line for line in planned[:start].splitlines() if line.startswith("#")]
     lines = planned[start:].splitlines()
