@@ -113,6 +113,15 @@ def _gradient(grad, second, x, y, scale, ORDER: tl.constexpr):
 
 
 @triton.jit
+def _negated(result):
+    """``-result`` with IEEE negation's signs everywhere (-(+0) is -0, as torch's neg gives):
+    Triton's unary minus is ``0 - x`` under triton-ascend (+0 for +0), fneg upstream, and
+    bishengir-compile-a5 turns ``0 - x`` into ``x * -1``; a multiplication by -1 means the
+    same on every backend and the interpreter."""
+    return result * -1.0
+
+
+@triton.jit
 def _scalar_factors(grad, scale, COMPUTE_FP64: tl.constexpr):
     """The two scalars a one-value grad_output's gradient multiplies each difference by, chosen
     once per program (scalar code): ``(grad * scale, 1)`` where grad * scale is a normal number
@@ -145,12 +154,12 @@ def _flat_tile(grad, second, grad_pointers, self_pointers, target_pointers, out_
     if MASKED:
         tl.store(out_pointers, result.to(out_pointers.dtype.element_ty), mask=mask)
         if WRITE_NEGATED:
-            tl.store(negated_pointers, (-result).to(negated_pointers.dtype.element_ty),
+            tl.store(negated_pointers, _negated(result).to(negated_pointers.dtype.element_ty),
                      mask=mask)
     else:
         tl.store(out_pointers, result.to(out_pointers.dtype.element_ty))
         if WRITE_NEGATED:
-            tl.store(negated_pointers, (-result).to(negated_pointers.dtype.element_ty))
+            tl.store(negated_pointers, _negated(result).to(negated_pointers.dtype.element_ty))
 
 
 # How an operand is moved over a BLOCK_ROWS x BLOCK_COLS tile of the strided kernel: the
@@ -329,7 +338,7 @@ def _strided_tile(grad, second, grad_pointer, self_pointer, target_pointer, out_
     _store_tile(out_pointer, result, rows, cols, out_row_step, out_col_step, row_mask,
                 col_mask, OUT_MODE, MASKED)
     if WRITE_NEGATED:
-        _store_tile(negated_pointer, -result, rows, cols, out_row_step, out_col_step,
+        _store_tile(negated_pointer, _negated(result), rows, cols, out_row_step, out_col_step,
                     row_mask, col_mask, OUT_MODE, MASKED)
 
 
