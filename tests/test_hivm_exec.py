@@ -8,20 +8,21 @@ import platform
 
 import pytest
 
-from mse_grad_triton import triton_compat
-from mse_grad_triton.tools import ascend_check, ascend_exec, bishengir, hivm_exec
+from mse_grad_triton import chips, triton_compat
+from mse_grad_triton.tools import ascend_check, ascend_exec, ave_exec, bishengir, hivm_exec
 
 pytestmark = pytest.mark.skipif(triton_compat.FLAVOUR != "ascend",
                                 reason="needs triton-ascend's compiler (upstream Triton here)")
 
 
-@pytest.fixture(scope="module")
-def compiler():
-    """bishengir-compile and the tools the route needs; where one is missing the tests skip
-    saying which (and fail under $MSE_GRAD_TRITON_REQUIRE_EXEC, which .ci/run sets)."""
-    found = bishengir.find_compiler()
+def _compiler_or_skip(toolchain: str) -> bishengir.Compiler:
+    """The toolchain's bishengir-compile and the tools the route needs; where one is missing
+    the tests skip saying which (and fail under $MSE_GRAD_TRITON_REQUIRE_EXEC, which .ci/run
+    sets)."""
+    found = bishengir.find_compiler(toolchain)
     missing = hivm_exec.missing_tools()
-    why = (f"no bishengir-compile on {platform.machine()}" if found is None else
+    why = (f"no {chips.TOOLCHAINS[toolchain].compiler} on {platform.machine()}"
+           if found is None else
            f"missing {', '.join(missing)}: apt-get install {' '.join(hivm_exec.PACKAGES)}"
            if missing else "")
     if why:
@@ -31,16 +32,28 @@ def compiler():
     return found
 
 
+@pytest.fixture(scope="module")
+def compiler():
+    """A2/A3's bishengir-compile (see ``_compiler_or_skip``)."""
+    return _compiler_or_skip("a2_a3")
+
+
+@pytest.fixture(scope="module")
+def compiler_950():
+    """The 950 series' bishengir-compile-a5 (see ``_compiler_or_skip``)."""
+    return _compiler_or_skip("910_95")
+
+
 @pytest.fixture
 def cache(tmp_path):
     return tmp_path
 
 
-F32, BF16 = ("f32",) * 4, ("bf16",) * 4
+F32, F16, BF16 = ("f32",) * 4, ("f16",) * 4, ("bf16",) * 4
 
 
-def _launcher_case(layout, dtypes, negated=False, reduction=1):
-    return ascend_check.launcher_cases(layout, dtypes, negated, reduction)[0]
+def _launcher_case(layout, dtypes, negated=False, reduction=1, toolchain="a2_a3"):
+    return ascend_check.launcher_cases(layout, dtypes, negated, reduction, toolchain)[0]
 
 
 @pytest.mark.parametrize("layout, dtypes, negated, reduction", [
@@ -108,3 +121,77 @@ def test_planned_buffers_become_views_of_one_pool():
 
 def test_every_assumed_semantic_names_its_source():
     assert all(meaning and source for meaning, source in hivm_exec.SEMANTICS.values())
+
+
+# --- the 950 series: vector functions of register ops (tools/ave_exec.py) -------------------
+
+@pytest.mark.parametrize("layout, dtypes, negated, reduction", [
+    ("flat", F32, False, 1),                 # the guarded order: abs, compares, selects
+    ("flat_scalar_grad", BF16, True, 1),     # broadcast loads, one-point stores, both outputs
+    ("rows_of_4", BF16, False, 1),           # unaligned rows: packed streams, (de)interleave
+    ("transposed_out", F16, False, 1),       # the on-chip turn: index vectors and gathers
+])
+def test_the_950s_compiled_form_matches_float64_and_the_interpreter(compiler_950, cache, layout,
+                                                                    dtypes, negated, reduction):
+    case = _launcher_case(layout, dtypes, negated, reduction, "910_95")
+    small = ascend_exec.run_case(case, "small", compiler_950, cache)
+    assert not small.problem, small.problem
+    assert small.programs > 1 and small.bitwise is True
+    gate = ascend_exec.run_case(case, "gate", compiler_950, cache)
+    assert not gate.problem and not gate.skipped, (gate.problem, gate.skipped)
+    assert gate.programs > 1 and gate.worst_ulp <= 4
+
+
+def test_a_wrong_lane_order_is_caught(compiler_950, cache, monkeypatch):
+    # The inferred interleave semantics are not self-fulfilling: with vdintlv's two results
+    # swapped (odd elements first), the unaligned rows store the undefined halves.
+    case = _launcher_case("rows_of_4", BF16, toolchain="910_95")
+    assert not ascend_exec.run_case(case, "small", compiler_950, cache).problem
+    deinterleave = ave_exec.VectorFunction.op_vdintlv
+
+    def swapped(self, results, *rest):
+        deinterleave(self, results[::-1], *rest)
+
+    monkeypatch.setattr(ave_exec.VectorFunction, "op_vdintlv", swapped)
+    broken = ascend_exec.run_case(case, "small", compiler_950, cache)
+    assert broken.problem, "a wrong deinterleave went unnoticed"
+
+
+def _vector_function(body: str) -> str:
+    ub = "memref<64xf32, #hivm.address_space<ub>>"
+    return f"""module attributes {{}} {{
+  func.func @k_outlined_vf_0(%arg0: {ub}) attributes {{hivm.vector_function, no_inline}} {{
+    %c0 = arith.constant 0 : index
+{body}
+    return
+  }}
+  func.func @k(%arg0: memref<?xf32, #hivm.address_space<gm>>) attributes {{hacc.entry}} {{
+    %c0_i64 = arith.constant 0 : i64
+    %0 = hivm.hir.pointer_cast(%c0_i64) : {ub}
+    func.call @k_outlined_vf_0(%0) {{hivm.vector_function, no_inline}} : ({ub}) -> ()
+    return
+  }}
+}}
+"""
+
+
+def test_a_register_op_the_table_does_not_know_fails_loudly():
+    load = ("    %res = ave.hir.vload <NORM> %arg0[%c0] {element_alignment_bit_width = 32 : i32, "
+            "functionType = #ave.func_dist_type<norm>} : memref<64xf32, "
+            "#hivm.address_space<ub>> into vector<64xf32>")
+    mlir, _ = hivm_exec.translate(_vector_function(load), 1024)
+    assert "vector.load" in mlir and "ave." not in mlir and "hivm" not in mlir
+    exp = load + ("\n    %1 = ave.hir.vexp %res {element_alignment_bit_width = 32 : i32} : "
+                  "vector<64xf32>")
+    with pytest.raises(hivm_exec.UnknownHivm, match="vexp"):
+        hivm_exec.translate(_vector_function(exp), 1024)
+    odd = load.replace("<NORM>", "<DINTLV_B32>")
+    with pytest.raises(hivm_exec.UnknownHivm, match="DINTLV_B32"):
+        hivm_exec.translate(_vector_function(odd), 1024)
+    hinted = load.replace("functionType", "hivm.unknown_hint, functionType")
+    with pytest.raises(hivm_exec.UnknownHivm, match="unknown_hint"):
+        hivm_exec.translate(_vector_function(hinted), 1024)
+
+
+def test_every_assumed_register_semantic_names_its_source():
+    assert all(meaning and source for meaning, source in ave_exec.SEMANTICS.values())

@@ -32,7 +32,8 @@ from ..reduction import Reduction
 from ..testing import MAX_ULP, make, make_like, max_ulp_error, storage_extent
 from . import ascend_check, bishengir, hivm_exec
 
-TARGET = "Ascend910B3"
+# The chip each toolchain's specialisations are compiled and planned for.
+TARGETS = {"a2_a3": "Ascend910B3", "910_95": "Ascend910_9599"}
 # Real tensors: layouts whose storage holds more elements than this are not run at the gate's
 # shapes (> 2^31 elements: their small form runs the same code with 32-bit offsets).
 MAX_ELEMENTS = 1 << 24
@@ -104,7 +105,7 @@ class Run:
     seconds: float = 0.0
 
 
-def cases(quick: bool) -> List[ascend_check.Case]:
+def cases(quick: bool, toolchain: str = "a2_a3") -> List[ascend_check.Case]:
     """The launcher's defaults per layout, uniform dtype, output count and reduction order:
     every tile it uses (its largest, and the smaller ones it shrinks to for small tensors),
     and every dtype combination of the flat layout at its largest tile; ``quick``: the
@@ -119,13 +120,15 @@ def cases(quick: bool) -> List[ascend_check.Case]:
             dtypes = (dtype,) * 4
             for reduction in ascend_check.reductions(name, dtypes):
                 for negated in ((False,) if quick else (False, True)):
-                    tiles = ascend_check.launcher_cases(name, dtypes, negated, reduction)
+                    tiles = ascend_check.launcher_cases(name, dtypes, negated, reduction,
+                                                        toolchain)
                     found += tiles[:1] if quick else tiles
     if not quick:
         combos = [(g, x, y, o) for g in names for x in names for y in names for o in names]
         for dtypes in combos:
             for reduction in ascend_check.reductions("flat", dtypes):
-                found.append(ascend_check.launcher_cases("flat", dtypes, False, reduction)[0])
+                found.append(ascend_check.launcher_cases("flat", dtypes, False, reduction,
+                                                         toolchain)[0])
     return list(dict.fromkeys(found))
 
 
@@ -162,18 +165,18 @@ def run_case(case: ascend_check.Case, shape: str, compiler: bishengir.Compiler,
         result.skipped = why
         return result
     grad, self_, target, out, negated = operands
-    chip = chips.chip(TARGET)
+    chip = chips.chip(TARGETS[case.toolchain])
     units = chip.vector_cores if shape == "gate" else SMALL_PROGRAMS
-    npu = backends.DeviceBackend("npu", TARGET, units, False)
+    npu = backends.DeviceBackend("npu", chip.name, units, False)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer,
                                   transpose=case.transpose)
     plan = launcher.plan_launch(grad, self_, target, out, case.reduction, npu, config, negated)
     result.programs, result.tile = plan.num_programs, plan.tile
     pointers = (grad, self_, target, out, negated if negated is not None else out)
     spec = ascend_check.specialise(plan.kernel, (*pointers, *plan.scalar_args), plan.constexprs,
-                                   TARGET)
+                                   chip.name)
     linalg = ascend_check.to_linalg(spec, *ascend_check.to_ttir(spec))
-    planned = bishengir.planned_hivm(linalg, TARGET, case.multibuffer, compiler, cache)
+    planned = bishengir.planned_hivm(linalg, chip.name, case.multibuffer, compiler, cache)
     offsets = hivm_exec.planned_offsets(planned)
     moved = (offsets[1], offsets[0]) if misplace and len(offsets) > 1 else None
     mlir, entry = hivm_exec.translate(planned, chip.ub_bytes, moved)
@@ -218,27 +221,28 @@ def _bits(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _check(work) -> List[Run]:
-    compiler, cache, items = work
+    compilers, cache, items = work
     runs = []
     for case, shape in items:
         try:
-            runs.append(run_case(case, shape, compiler, cache))
+            runs.append(run_case(case, shape, compilers[case.toolchain], cache))
         except Exception as error:  # a failure is a result, not a crash
             runs.append(Run(case, shape, problem=f"{type(error).__name__}: "
                                                  f"{str(error).splitlines()[0][:300]}"))
     return runs
 
 
-def run(selected: Sequence[ascend_check.Case], compiler, jobs: int,
+def run(selected: Sequence[ascend_check.Case], compilers: Dict[str, bishengir.Compiler],
+        jobs: int,
         cache: Optional[Path]) -> List[Run]:
     """Every case at both shapes, on ``jobs`` forked workers."""
     items = [(case, shape) for case in selected for shape in ("gate", "small")]
     if jobs <= 1:
-        return _check((compiler, cache, items))
+        return _check((compilers, cache, items))
     chunks = [items[i::jobs] for i in range(jobs)]
     context = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        return [r for runs in pool.map(_check, [(compiler, cache, c) for c in chunks])
+        return [r for runs in pool.map(_check, [(compilers, cache, c) for c in chunks])
                 for r in runs]
 
 
@@ -246,14 +250,15 @@ _BITS = {True: "same", False: "DIFF", None: "-"}
 
 
 def format_table(runs: Sequence[Run]) -> str:
-    header = (f"{'layout':<20} {'dtype':<5} {'red.':<4} {'neg':>3} {'shape':<5} {'tile':>9} "
+    header = (f"{'target':<14} {'layout':<20} {'dtype':<5} {'red.':<4} {'neg':>3} {'shape':<5} "
+              f"{'tile':>9} "
               f"{'progs':>5} {'ULP':>5} {'bits':>5}  verdict")
     lines = [header, "-" * len(header)]
     for r in runs:
         c = r.case
         verdict = (f"skipped: {r.skipped}" if r.skipped else
                    f"FAIL: {r.problem}" if r.problem else "ok")
-        lines.append(f"{c.layout:<20} {c.dtypes[1]:<5} "
+        lines.append(f"{TARGETS[c.toolchain]:<14} {c.layout:<20} {c.dtypes[1]:<5} "
                      f"{Reduction(c.reduction).name.lower():<4} {'y' if c.negated else 'n':>3} "
                      f"{r.shape:<5} {f'{r.tile[0]}x{r.tile[1]}':>9} {r.programs:>5} "
                      f"{r.worst_ulp:>5.2f} {_BITS[r.bitwise]:>5}  {verdict}")
@@ -263,21 +268,33 @@ def format_table(runs: Sequence[Run]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the CI subset")
+    parser.add_argument("--toolchains", type=cli.choice_list(tuple(TARGETS)),
+                        default=list(TARGETS),
+                        help=f"comma-separated: {', '.join(TARGETS)} (default: both)")
     parser.add_argument("--jobs", type=cli.positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--quiet", action="store_true", help="print failures and the summary")
     args = parser.parse_args(argv)
-    compiler = bishengir.find_compiler()
     missing = hivm_exec.missing_tools()
-    if compiler is None or missing:
-        why = ", ".join(missing) + (" (apt-get install " + " ".join(hivm_exec.PACKAGES) + ")"
-                                    if missing else "")
-        print("Ascend execution check SKIPPED: "
-              + ("no bishengir-compile; " if compiler is None else "") + (why or ""))
+    if missing:
+        print(f"Ascend execution check SKIPPED: {', '.join(missing)} not found (apt-get install "
+              f"{' '.join(hivm_exec.PACKAGES)})")
         return 0
-    print(f"Ascend execution check: {TARGET}, {compiler.version}; the UB-planned HIVM run on "
-          "the CPU (sync not checked: sequential)")
+    compilers, selected = {}, []
+    for toolchain in args.toolchains:
+        compiler = bishengir.find_compiler(toolchain)
+        name = chips.TOOLCHAINS[toolchain].compiler
+        if compiler is None:
+            print(f"{toolchain}: SKIPPED: no {name} (pip install ascendnpu-ir==1.2.0 on x86_64)")
+            continue
+        compilers[toolchain] = compiler
+        selected += cases(args.quick, toolchain)
+        print(f"{toolchain}: {TARGETS[toolchain]}, {name} {compiler.version}")
+    if not compilers:
+        return 0
+    print("Ascend execution check: the UB-planned HIVM run on the CPU (sync not checked: "
+          "sequential)")
     started = time.time()
-    runs = run(cases(args.quick), compiler, args.jobs, ascend_check.cache_root())
+    runs = run(selected, compilers, args.jobs, ascend_check.cache_root())
     shown = [r for r in runs if r.problem] if args.quiet else runs
     if shown:
         print(format_table(shown))

@@ -177,7 +177,10 @@ def planned_hivm(linalg: str, target: str, multibuffer: bool, compiler: Compiler
         run = subprocess.run([compiler.path, str(kernel), *options, "-o",
                               str(Path(folder) / "kernel")], cwd=folder, capture_output=True,
                              text=True, timeout=600)
-    planned = planned_from_log(run.stderr + run.stdout)
+    try:
+        planned = planned_from_log(run.stderr + run.stdout)
+    except ValueError as error:   # no planned module: say what the compiler said instead
+        raise type(error)(f"{error}: {_first_error(run.stderr + run.stdout)}") from None
     if path is not None:
         _store(path, planned)
     return planned

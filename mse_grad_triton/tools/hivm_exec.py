@@ -17,8 +17,9 @@ turns it into upstream MLIR and runs it:
    before each (a program that reads what it did not write shows).
 
 What this cannot see: a missing or wrong sync (execution is sequential), hivmc's own code, the
-NPU's real op semantics (``SEMANTICS`` says what is assumed and where from). A5 (the 950
-series) plans vector functions of register ops (``ave.hir``): not translated here.
+NPU's real op semantics (``SEMANTICS`` says what is assumed and where from). On the 950
+series the tile's arithmetic is planned into vector functions of register ops (``ave.hir``):
+``ave_exec`` translates those, this module the rest.
 
     planned_hivm(...)            bishengir-compile's planned HIVM for a kernel (cached)
     translate(planned, ub_bytes) upstream MLIR
@@ -39,6 +40,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import ave_exec
+
 # The Debian packages the route needs (pinned in .ci/run), and their commands.
 PACKAGES = ("mlir-19-tools", "llvm-19")
 TOOLS = {"mlir-opt": "mlir-opt-19", "mlir-translate": "mlir-translate-19", "llc": "llc-19",
@@ -54,7 +57,8 @@ SEMANTICS: Dict[str, Tuple[str, str]] = {
     "pointer_cast": ("a view of the UB at the planned byte offset; i1 buffers: a bit pool, one "
                      "byte per bit, at offset x 8", "hivm-plan-memory's output; REFERENCE.md §8"),
     "load / store": ("an element-wise copy GM->UB / UB->GM between the ins and outs views "
-                     "(left_padding_num must be the constant 0; init_out_buffer false)",
+                     "(left_padding_num must be the constant 0; init_out_buffer false; "
+                     "eviction_policy, a cache hint, changes no value)",
                      "the ops' operands; padding other than 0 is refused"),
     "vadd vsub vmul vdiv": ("IEEE float add/sub/mul/div (round to nearest even), per element; "
                             "an operand of size 1 in a dimension broadcasts along it; a scalar "
@@ -82,7 +86,7 @@ SEMANTICS: Dict[str, Tuple[str, str]] = {
 _ALLOWED_TAIL = re.compile(
     r"^(\s*(compare_mode = <\w+>|temp_buffer\([^)]*\)|permutation = \[[\d, ]+\]|"
     r"init_out_buffer = false|may_implicit_transpose_with_last_axis = false|"
-    r"core_type = <VECTOR>|left_padding_num = %c0(_\d+)? : index|"
+    r"core_type = <VECTOR>|eviction_policy = <Evict\w+>|left_padding_num = %c0(_\d+)? : index|"
     r"broadcast(_dims)? = \[[\d, ]*\]))*\s*$")
 
 
@@ -314,10 +318,20 @@ def translate(planned: str, ub_bytes: int,
     lines = planned[start:].splitlines()
     out, entry, skipping = ["module {"], None, False
     constants: Dict[str, int] = {}
+    vector_function: Optional[ave_exec.VectorFunction] = None
     for line in lines[1:]:
         stripped = line.strip()
         if skipping:
             skipping = not line.startswith("  }")
+            continue
+        if vector_function is not None:   # inside a 950 vector function
+            out += _vector_function_line(vector_function, line)
+            if line.startswith("  }"):
+                vector_function = None
+            continue
+        if line.startswith("  func.func") and "hivm.vector_function" in line:
+            vector_function = ave_exec.VectorFunction(UnknownHivm)
+            out.append(_SPACE.sub("", re.sub(r" attributes \{.*\} \{$", " {", line)))
             continue
         if line.startswith("  func.func"):
             if "hacc.entry" not in line:
@@ -354,6 +368,8 @@ def translate(planned: str, ub_bytes: int,
             out += translator.pointer_cast(indent, result, offset, type_)
         elif _OP.match(line):
             out += translator.op(line)
+        elif _VECTOR_CALL.search(line):
+            out.append(_VECTOR_CALL.sub(" :", line))
         elif "hivm." in stripped or "hacc." in stripped:
             raise UnknownHivm(f"not translated: {stripped[:200]}")
         else:
@@ -361,6 +377,20 @@ def translate(planned: str, ub_bytes: int,
     if entry is None:
         raise UnknownHivm("no entry function (hacc.entry)")
     return "\n".join(aliases + out) + "\n", entry
+
+
+_VECTOR_CALL = re.compile(r" \{hivm\.vector_function(, no_inline|, ptc_simdvf)*\} :")
+
+
+def _vector_function_line(function: "ave_exec.VectorFunction", line: str) -> List[str]:
+    """One line of a 950 vector function: its register ops translated, the rest (loops,
+    subviews, constants) upstream MLIR already."""
+    line = _SPACE.sub("", line)
+    if "ave.hir." in line:
+        return function.line(line)
+    if "hivm." in line or "hacc." in line or "ave." in line:
+        raise UnknownHivm(f"not translated in a vector function: {line.strip()[:200]}")
+    return [function.substitute(line)]
 
 
 def planned_offsets(planned: str) -> List[int]:
@@ -374,7 +404,8 @@ def planned_offsets(planned: str) -> List[int]:
 
 _LOWERING = ("--lower-affine", "--convert-linalg-to-loops", "--convert-scf-to-cf",
              "--arith-expand=include-bf16=true", "--expand-strided-metadata", "--lower-affine",
-             "--finalize-memref-to-llvm", "--convert-math-to-llvm", "--convert-arith-to-llvm",
+             "--convert-vector-to-llvm", "--finalize-memref-to-llvm", "--convert-math-to-llvm",
+             "--convert-arith-to-llvm",
              "--convert-index-to-llvm", "--convert-func-to-llvm", "--convert-cf-to-llvm",
              "--reconcile-unrealized-casts")
 _COLLAPSED = re.compile(r":(\d+):\d+: error: 'memref.collapse_shape' op expected collapsed "
@@ -465,7 +496,8 @@ def execute(library: Path, entry: str, arguments: Sequence[Tuple[str, object]],
     signature type, value) after specialisation, tensors for pointers; the grid is
     ``(num_programs, 1, 1)``."""
     function = getattr(ctypes.CDLL(str(library)), "_mlir_ciface_" + entry)
-    pool = torch.empty(ub_bytes, dtype=torch.uint8)
+    # A register load at the UB's end reads up to a register past it (masked lanes).
+    pool = torch.empty(ub_bytes + ave_exec.REGISTER_BYTES, dtype=torch.uint8)
     bits = torch.empty(ub_bytes * 8, dtype=torch.uint8)
     unused = torch.zeros(64, dtype=torch.uint8)   # the sync-lock and workspace arguments
     keep = []
