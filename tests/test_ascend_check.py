@@ -1,5 +1,6 @@
 """The Ascend lowering check: its classifier on known kernels, its verdicts, and a full run."""
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -23,7 +24,7 @@ from mse_grad_triton.tools.ascend_check import (
 pytestmark = pytest.mark.skipif(triton_compat.FLAVOUR != "ascend",
                                 reason="needs triton-ascend's compiler (upstream Triton here)")
 
-F32 = ("f32",) * 4
+F32, F16 = ("f32",) * 4, ("f16",) * 4
 
 
 @pytest.fixture(autouse=True)
@@ -200,6 +201,32 @@ def test_the_ub_plan_is_the_largest_clean_tile_and_a_stale_one_fails():
         assert "run --update-ub-plan" in ascend_check.stale_ub_plan({}, other)[0]
 
 
+def test_a_tile_is_clean_only_where_its_partial_edge_form_is_too():
+    def result(block, status, partial):
+        r = ascend_check.Result(Case("rows_of_4", F32, block, True, partial_rows=partial),
+                                tile_kind="strided/k")
+        r.compiled = {"Ascend910B3": status}
+        return r
+
+    group = [result(b, "clean", False) for b in (1024, 2048, 4096, 8192, 16384)]
+    group += [result(b, "clean" if b <= 2048 else "overflow", True) for b in (1024, 2048, 4096)]
+    assert ascend_check.measured_ub_plan(group) == {"strided/k": {"multibuffer": 2048}}
+
+
+def test_a_partial_edge_tile_that_overflows_is_caught(compiler, compiler_950):
+    # On the 950 (UB rows aligned to 256 B) a 16384-element tile of 4-wide rows fits with whole
+    # tiles only; a row count it does not divide also compiles the masked edge tile.
+    whole = Case("sliced_rows_of_4", F16, 16384, False, negated=True, toolchain="910_95")
+    partial = dataclasses.replace(whole, partial_rows=True)
+    assert ascend_check.plan_case(partial)[1].constexprs["MASK_ROWS"]
+    assert partial.whole == whole and ascend_check.role_of(partial) == ascend_check.role_of(whole)
+    assert check_case(whole, ["Ascend910_9599"], compiler, "launcher").compiled == {
+        "Ascend910_9599": "clean"}
+    result = check_case(partial, ["Ascend910_9599"], compiler, "launcher")
+    assert result.compiled == {"Ascend910_9599": "overflow"}
+    assert result.problems == ["overflow for Ascend910_9599, a config the launcher uses"]
+
+
 def test_compiler_statuses_from_its_notes():
     boundary = "error: External hivmc run fails, returning module before running external"
     retry = "[NOTE] Ub overflow detected; automatically set enable-code-motion to false and "
@@ -273,6 +300,11 @@ def test_cases_cover_every_layout_dtype_and_candidate():
     assert {c.layout for c in cases} == set(ascend_check.LAYOUTS)
     assert len({c.dtypes for c in cases}) == 81
     assert {c.block_size for c in cases} >= {1024, 2048, 4096, 8192}
+    # Strided cases of several rows per tile also in their partial-row form; the flat never.
+    partial = {c.whole for c in cases if c.partial_rows}
+    assert partial and partial <= set(cases)
+    assert not any(c.layout == "flat" for c in partial)
+    assert any(c.layout == "rows_of_4" and c.block_size == 4096 for c in partial)
 
 
 def test_gate_passes_for_every_specialisation(compiler, monkeypatch):

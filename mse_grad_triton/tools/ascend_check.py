@@ -182,6 +182,15 @@ class Case(LayoutCase):
     # product in another order (launcher.evaluation_order): another specialisation.
     reduction: int = Reduction.MEAN
     toolchain: str = "a2_a3"           # chips.Toolchain.name: how it lowers and compiles
+    # The row count is not a multiple of the tile's rows (MASK_ROWS): the masked edge tile is
+    # compiled beside the whole ones, and needs its own UB. The gate's shapes divide evenly,
+    # so each strided case of several tile rows is also compiled in this form.
+    partial_rows: bool = False
+
+    @property
+    def whole(self) -> "Case":
+        """The case with whole tiles only (the one whose role and model count)."""
+        return dataclasses.replace(self, partial_rows=False)
 
     @property
     def group(self) -> tuple:
@@ -278,9 +287,11 @@ def enumerate_cases(full: bool, toolchains: Sequence[str] = ("a2_a3",),
                     for reduction in reductions(layout_name, dtypes):
                         cases.update(launcher_cases(layout_name, dtypes, False, reduction,
                                                     toolchain))
+    cases.update(dataclasses.replace(c, partial_rows=True) for c in list(cases)
+                 if has_partial_form(plan_case(c)[1]))
     return sorted(cases, key=lambda c: (c.toolchain, list(LAYOUTS).index(c.layout), c.negated,
                                         c.dtypes, c.block_size, c.multibuffer,
-                                        not c.transpose))
+                                        not c.transpose, c.partial_rows))
 
 
 def reductions(layout_name: str, dtypes) -> Tuple[int, ...]:
@@ -328,7 +339,9 @@ def launcher_block(layout_name: str, dtypes, negated: bool = False,
 
 
 def role_of(case: Case) -> str:
-    """Who uses the config: ``launcher``, a shipped ``table``, or only the tuner."""
+    """Who uses the config: ``launcher``, a shipped ``table``, or only the tuner (a case's
+    partial-row form: its whole form's role)."""
+    case = case.whole
     if case.transpose and case in launcher_cases(case.layout, case.dtypes, case.negated,
                                                  case.reduction, case.toolchain):
         return "launcher"
@@ -377,7 +390,17 @@ def plan_case(case: Case, num_units: int = VECTOR_CORES):
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
     plan = launcher.plan_launch(*tensors, case.reduction, backend, config,
                                 negated if case.negated else None)
+    if case.partial_rows:
+        if not has_partial_form(plan):
+            raise ValueError(f"{case}: no partial-row form (flat, or one row per tile)")
+        plan = dataclasses.replace(plan, constexprs={**plan.constexprs, "MASK_ROWS": True})
     return (*tensors, negated), plan
+
+
+def has_partial_form(plan) -> bool:
+    """Would a row count the tile does not divide compile another specialisation (the
+    strided kernel with several rows per tile, its shapes dividing evenly)?"""
+    return plan.constexprs.get("BLOCK_ROWS", 1) > 1 and not plan.constexprs.get("MASK_ROWS")
 
 
 def specialise(kernel, args: Sequence, constexprs: dict, target: str):
@@ -811,7 +834,7 @@ def check_group(cases: Sequence[Case], targets: Sequence[str],
                 and blocked_at is None:
             blocked_at = case.block_size
     if compiler is not None and results and blocked_at == min(c.block_size for c in cases):
-        first = min(cases, key=lambda c: c.block_size)
+        first = min(cases, key=lambda c: c.block_size).whole
         for block in (b for b in PROBE_BLOCKS if b < first.block_size):
             probe = check_case(dataclasses.replace(first, block_size=block),
                                candidate_targets or targets, compiler, "candidate")
@@ -865,7 +888,9 @@ def measured_ub_plan(results: Sequence[Result], toolchain: str = "a2_a3"
     for group in by_group.values():
         if len({r.case.block_size for r in group}) < len(configs.CANDIDATES["npu"]["block_size"]):
             continue
-        clean = [r.case.block_size for r in group if r.runnable]
+        # A tile is clean where every form of it is (whole tiles, and a partial edge tile).
+        blocks = {r.case.block_size for r in group}
+        clean = [b for b in blocks if all(r.runnable for r in group if r.case.block_size == b)]
         if not clean or not group[0].tile_kind:
             continue
         field = "multibuffer" if group[0].case.multibuffer else "single"
@@ -993,7 +1018,8 @@ def format_table(results: Sequence[Result]) -> str:
         ub = r.planned_ub_bytes or r.required_ub_bytes
         body = r.body
         lines.append(
-            f"{c.toolchain:<6} {c.layout:<20} {'/'.join(c.dtypes):<17} {tile:>9} "
+            f"{c.toolchain:<6} {c.layout + ('+part' if c.partial_rows else ''):<20} "
+            f"{'/'.join(c.dtypes):<17} {tile:>9} "
             f"{'y' if c.multibuffer else 'n':>2} {_role_label(r):<9} "
             f"{r.path:<16} {access:<6} {_transfer_label(r):<20} {r.moved_per_element:>4.3g} "
             f"{r.minimum_per_element:>3} {_STATUS_LABEL[r.status]:<8} "
