@@ -1,9 +1,12 @@
 """The compiled kernel, run: every launcher-default specialisation of the Ascend gate's layouts,
-compiled by bishengir-compile to its UB-planned HIVM, executed on the CPU (``hivm_exec.py``)
-and compared with float64 (the ULP budgets) and with Triton's interpreter (bit for bit: the
-same specialisation, so the same evaluation order).
+compiled by bishengir-compile to its UB-planned HIVM, executed on the CPU (``hivm_exec.py``;
+the 950 series' vector functions through ``ave_exec.py``) and compared with float64 (the ULP
+budgets) and with Triton's interpreter (bit for bit: the same specialisation, so the same
+evaluation order). Each toolchain's specialisations are planned for one chip of it
+(``TARGETS``): Ascend910B3 for A2/A3, Ascend910_9599 for the 950 series.
 
-    python -m mse_grad_triton.tools.ascend_exec [--quick] [--jobs N] [--quiet]
+    python -m mse_grad_triton.tools.ascend_exec [--quick] [--toolchains a2_a3,910_95]
+                                                [--jobs N] [--quiet]
 
 Each case runs twice: at the gate's own shapes (the very specialisations the gate checks,
 over the target's vector cores as programs; layouts of more than ``MAX_ELEMENTS`` elements
@@ -109,10 +112,11 @@ def cases(quick: bool, toolchain: str = "a2_a3") -> List[ascend_check.Case]:
     """The launcher's defaults per layout, uniform dtype, output count and reduction order:
     every tile it uses (its largest, and the smaller ones it shrinks to for small tensors),
     and every dtype combination of the flat layout at its largest tile; ``quick``: the
-    largest tile of fp32 and bf16 for a set of layouts that covers every HIVM op."""
+    largest tile of fp32 and bf16 for a set of layouts that covers every HIVM op (and every
+    register op of the 950's)."""
     names = ["f32", "bf16"] if quick else list(ascend_check.DTYPES)
     layouts = (("flat", "flat_scalar_grad", "broadcast_target", "rows_of_4", "rows_of_3",
-                "transposed_self", "stepped_self", "outer_dims_3") if quick
+                "transposed_self", "transposed_out", "stepped_self", "outer_dims_3") if quick
                else ascend_check.LAYOUTS)
     found = []
     for name in layouts:
