@@ -57,6 +57,17 @@ def _launcher_case(layout, dtypes, negated=False, reduction=1, toolchain="a2_a3"
     return ascend_check.launcher_cases(layout, dtypes, negated, reduction, toolchain)[tile]
 
 
+def _assert_runs_and_matches(case, compiler, cache) -> None:
+    """The case's compiled form over several programs: at the small shape bit for bit the
+    interpreter's, at the gate's within the ULP budgets."""
+    small = ascend_exec.run_case(case, "small", compiler, cache)
+    assert not small.problem, small.problem
+    assert small.programs > 1 and small.bitwise is True
+    gate = ascend_exec.run_case(case, "gate", compiler, cache)
+    assert not gate.problem and not gate.skipped, (gate.problem, gate.skipped)
+    assert gate.programs > 1 and gate.worst_ulp <= 4
+
+
 @pytest.mark.parametrize("layout, dtypes, negated, reduction", [
     ("flat", F32, False, 1),                 # the guarded order: abs, compare, i1 casts, select
     ("flat_scalar_grad", BF16, True, 1),     # casts both ways, both outputs
@@ -66,12 +77,7 @@ def _launcher_case(layout, dtypes, negated=False, reduction=1, toolchain="a2_a3"
 def test_the_compiled_form_matches_float64_and_the_interpreter(compiler, cache, layout,
                                                                dtypes, negated, reduction):
     case = _launcher_case(layout, dtypes, negated, reduction)
-    small = ascend_exec.run_case(case, "small", compiler, cache)
-    assert not small.problem, small.problem
-    assert small.programs > 1 and small.bitwise is True
-    gate = ascend_exec.run_case(case, "gate", compiler, cache)
-    assert not gate.problem and not gate.skipped, (gate.problem, gate.skipped)
-    assert gate.programs > 1 and gate.worst_ulp <= 4
+    _assert_runs_and_matches(case, compiler, cache)
 
 
 def test_a_misplaced_buffer_is_caught(compiler, cache):
@@ -139,12 +145,7 @@ def test_the_950s_compiled_form_matches_float64_and_the_interpreter(compiler_950
                                                                     dtypes, negated, reduction,
                                                                     tile):
     case = _launcher_case(layout, dtypes, negated, reduction, "910_95", tile)
-    small = ascend_exec.run_case(case, "small", compiler_950, cache)
-    assert not small.problem, small.problem
-    assert small.programs > 1 and small.bitwise is True
-    gate = ascend_exec.run_case(case, "gate", compiler_950, cache)
-    assert not gate.problem and not gate.skipped, (gate.problem, gate.skipped)
-    assert gate.programs > 1 and gate.worst_ulp <= 4
+    _assert_runs_and_matches(case, compiler_950, cache)
 
 
 def test_a_wrong_lane_order_is_caught(compiler_950, cache, monkeypatch):

@@ -167,9 +167,11 @@ class VectorFunction:
         self.types[result] = f"vector<{2 * lanes}x{element}>"
         return result
 
-    def flat(self, memref: str, memref_type: str, indices: List[str],
+    def flat(self, memref: str, memref_type: str, index_text: str,
              out: List[str]) -> Tuple[str, str, str]:
-        """A 1-D view from the memref's base and the element index of ``memref[indices]``."""
+        """A 1-D view from the memref's base and the element index of ``memref[index_text]``
+        (the op's comma-separated indices)."""
+        indices = [index.strip() for index in index_text.split(",")]
         match = _MEMREF_TYPE.match(memref_type)
         if not match:
             raise self.unknown(f"not a memref type: {memref_type}")
@@ -284,7 +286,7 @@ class VectorFunction:
         mode, memref, indices = pattern.groups()
         memref_type, logical = [t.strip() for t in types.split(" into ")]
         view, position, view_type = self.flat(memref, memref_type,
-                                              [i.strip() for i in indices.split(",")], out)
+                                              indices, out)
         physical = self.physical(logical, alignment)
         lanes, element = self.shape(physical)
         result = results[0]
@@ -303,7 +305,7 @@ class VectorFunction:
                 out.append(f"{packed} = vector.load {view}[{position}] : {view_type}, "
                            f"vector<{lanes // 2}x{element}>")
                 self.types[packed] = f"vector<{lanes // 2}x{element}>"
-                self._rename(result, self.spread(packed, out), out)
+                self._rename(result, self.spread(packed, out))
                 return
         else:
             raise self.unknown(f"vload <{mode}> into {logical} at {alignment}-bit alignment")
@@ -316,7 +318,7 @@ class VectorFunction:
         mode, memref, indices, mask, value = pattern.groups()
         memref_type = types.rsplit(", vector", 2)[0].strip()
         view, position, view_type = self.flat(memref, memref_type,
-                                              [i.strip() for i in indices.split(",")], out)
+                                              indices, out)
         lanes, element = self.shape(self.types[value])
         mask_lanes, _ = self.shape(self.types[mask])
         if mode == "ONEPT_B32" and _BITS[element] == 32:
@@ -351,7 +353,7 @@ class VectorFunction:
         wide = self.fresh()
         out.append(f"{wide} = arith.extf {even} : {self.types[even]} to {target}")
         self.types[wide] = target
-        self._rename(results[0], self.masked(wide, mask, out), out)
+        self._rename(results[0], self.masked(wide, mask, out))
 
     def op_vtruncf(self, results, operands, types, alignment, unaligned, out):
         parts = [o.strip() for o in operands.split(",")]
@@ -365,9 +367,9 @@ class VectorFunction:
         out.append(f"{narrow} = arith.truncf {masked} : {self.types[value]} to "
                    f"vector<{lanes}x{element}>")
         self.types[narrow] = f"vector<{lanes}x{element}>"
-        self._rename(results[0], self.spread(narrow, out), out)
+        self._rename(results[0], self.spread(narrow, out))
 
-    def _rename(self, result: str, value: str, out: List[str]) -> None:
+    def _rename(self, result: str, value: str) -> None:
         """``result`` (the op's own name) stands for ``value`` from here on."""
         self.aliases[result] = value
         self.types[result] = self.types[value]
@@ -391,7 +393,7 @@ class VectorFunction:
         value = self.fresh()
         out.append(f"{value} = {op} {', '.join(inputs)} : {vector_type}")
         self.types[value] = vector_type
-        self._rename(results[0], self.masked(value, mask, out), out)
+        self._rename(results[0], self.masked(value, mask, out))
 
     def op_vsub(self, results, operands, types, alignment, unaligned, out):
         self._elementwise(results, operands, types, "arith.subf", None, False, out)
@@ -459,7 +461,7 @@ class VectorFunction:
         memref_type = types.split(", vector")[0].strip()
         logical = types.split(" into ")[1].strip()
         view, position, view_type = self.flat(memref, memref_type,
-                                              [i.strip() for i in indices.split(",")], out)
+                                              indices, out)
         physical = self.physical(logical, alignment)
         if self.shape(self.types[offsets])[0] != self.shape(physical)[0] or \
                 self.shape(self.types[mask])[0] != self.shape(physical)[0]:
