@@ -43,9 +43,11 @@ def test_a_short_row_tile_with_a_per_row_loop():
     assert tile.vector_calls == 65 and tile.row_loop_calls == 64
     assert tile.scalar_ub_accesses == 64  # the memref.load in the row loop
     self_in, target_in, out = tile.transfers
-    assert (self_in.bytes, self_in.burst_bytes) == (1024, 1024)  # [64, 4] at [4, 1]: one run
+    # [64, 4] at [4, 1] is one run in global memory, but each row lands in a UB row padded
+    # to 8: a 16-B packet per row (the store likewise).
+    assert (self_in.bytes, self_in.burst_bytes) == (1024, 16)
     assert (target_in.bytes, target_in.burst_bytes) == (256, 4)  # [64, 1] at [2, 1]: 4 B each
-    assert out.direction == "out" and out.bytes == 1024
+    assert (out.direction, out.bytes, out.burst_bytes) == ("out", 1024, 16)
 
 
 @pytest.mark.parametrize("text, shape, strides, burst, span", [
@@ -82,3 +84,27 @@ def test_the_950s_register_based_tile():
     assert [(op.name, op.itemsize, op.in_row_loop) for op in last.vector_ops] == [
         ("vabs.x", 2, False), ("vcmp.le.s.z", 2, False)]
     assert last.row_loop_calls == 0 and last.barriers == 1
+
+
+def test_every_library_call_on_ub_only_is_vector_work():
+    # An on-chip turn (tl.trans) and an interleave are library calls on UB memrefs: counted
+    # (a DMA, which has a global side, is not).
+    ub = "memref<64x64xf32, #hivm.address_space<ub>>"
+    text = "\n".join([
+        "module {",
+        "  func.func @kernel(%arg4: memref<?xf32, #hivm.address_space<gm>>) attributes "
+        "{hacc.entry} {",
+        "    scf.for %arg9 = %lo to %hi step %st  : i32 {",
+        f"      %a = hivm.hir.pointer_cast(%c0_i64) : {ub}",
+        f"      %b = hivm.hir.pointer_cast(%c16384_i64) : {ub}",
+        f"      func.call @transpose_2d_with_last_axis_float(%a, %b) : ({ub}, {ub}) -> ()",
+        f"      func.call @interleave_1d_float(%a, %b) : ({ub}, {ub}) -> ()",
+        "    }",
+        "    return",
+        "  }",
+        "}"])
+    tile = hivm.read(text).tile
+    assert [(op.name, op.elements, op.span_bytes) for op in tile.vector_ops] == [
+        ("transpose_2d_with_last_axis_float", 4096, 16384),
+        ("interleave_1d_float", 4096, 16384)]
+    assert tile.vector_calls == 2 and not tile.transfers

@@ -48,12 +48,16 @@ def test_a_short_row_tile_by_hand():
     # bytes: 1 x 2 + 14 = 16 each.
     assert cycles.vector == 22 + 64 * 16
     assert cycles.scalar == 64 * 5  # UB scalar loads at 5 cycles
-    # The target's 256 bytes move in 4-byte packets: b / (a*b + 4 / 2^30) with the under-64-B
-    # pair (0.295, 12.061) is 3.39 GB/s.
-    small = 12.061 / (0.295 * 12.061 + 4 / 2**30) * 1e9
-    assert cycles.mte_in == pytest.approx(1024 / IN_40 * CYCLES_PER_SECOND + 50
-                                          + 256 / small * CYCLES_PER_SECOND + 50)
-    assert cycles.bottleneck == "V"
+    # self's 1024 bytes move in 16-byte packets (one per UB row padded to 32 B), the target's
+    # 256 in 4-byte ones: b / (a*b + bytes / 2^30) with the under-64-B pair (0.295, 12.061),
+    # about 3.39 GB/s either way.
+    def small(packet):
+        return 12.061 / (0.295 * 12.061 + packet / 2**30) * 1e9
+    assert cycles.mte_in == pytest.approx(1024 / small(16) * CYCLES_PER_SECOND + 50
+                                          + 256 / small(4) * CYCLES_PER_SECOND + 50)
+    assert cycles.mte_out == pytest.approx(1024 / small(16) * CYCLES_PER_SECOND + 40)
+    # The small packets outweigh even the 64 per-row compares.
+    assert cycles.bottleneck == "MTE" and cycles.mte > cycles.vector
     # A partial last tile (a quarter full) moves a quarter of a tile's bytes.
     whole = pipe_model.model_call(cycles, 80, 40, 40, True, 1, 1)
     partial = pipe_model.model_call(cycles, 80, 40, 40, True, 1, 1, last_tile_fraction=0.25)

@@ -5,12 +5,15 @@ loop. Its body is one tile; where it branches (``scf.if``: the strided kernel mo
 unmasked or masked) each branch, with what the loop body does around it, is a tile body of its
 own, and so is a branch after the loop (the flat kernel's masked last tile). In a body:
 
-- vector instructions are the library calls ``v*`` and ``broadcast_scalar_*``, each with the
+- vector instructions are the library calls on UB memrefs only (``v*``, ``broadcast_scalar_*``,
+  and the data movements ``transpose_*`` (an on-chip turn) and ``interleave_*``), each with the
   elements of its first operand per call and the bytes the vector unit walks (rows padded to
   32 B in UB included); a constant-bound ``scf.for`` inside the body is a per-row loop, and
   multiplies what it holds by its trip count;
 - DMAs are ``load_gm_to_ubuf_*`` (in) and ``store_ubuf_to_gm_*`` (out), with the global side's
-  shape, strides and item size;
+  shape, strides and item size, and the UB side's layout: a DMA into or out of UB rows padded
+  to 32 B moves one burst per row, so its packet is the shorter of the two sides'
+  unit-stride runs;
 - scalar ``memref.load``/``memref.store``, ``pipe_barrier``, ``set_flag``/``wait_flag``.
 
 The Ascend 950 compiler (``bishengir-compile-a5``) is register-based and leaves control flow as
@@ -84,6 +87,7 @@ class Transfer:
     direction: str     # "in" (HBM -> UB) or "out" (UB -> HBM)
     memref: Memref     # the global side
     calls: int
+    ub: Optional[Memref] = None   # the UB side, where its layout is static
 
     @property
     def bytes(self) -> int:
@@ -91,7 +95,13 @@ class Transfer:
 
     @property
     def burst_bytes(self) -> int:
-        return self.memref.burst * self.memref.itemsize
+        """Bytes of one packet: the global side's unit-stride run, cut at the UB side's where
+        the UB rows are padded (each row lands in its own 32-byte-aligned slot)."""
+        run = self.memref.burst
+        if self.ub is not None and self.ub.shape and None not in self.ub.shape \
+                and None not in self.ub.strides:
+            run = min(run, self.ub.burst)
+        return run * self.memref.itemsize
 
     @property
     def innermost_stride(self) -> Optional[int]:
@@ -265,10 +275,11 @@ def _read_statement(line: str, body: TileBody, types: Dict[str, Memref], repeat:
         name, args = call.group(1), [a.strip() for a in call.group(2).split(",")]
         memrefs = [types[a] for a in args if a in types]
         if name.startswith("load_gm_to_ubuf") and memrefs:
-            body.transfers.append(Transfer("in", memrefs[0], repeat))
+            body.transfers.append(Transfer("in", memrefs[0], repeat,
+                                           memrefs[1] if len(memrefs) > 1 else None))
         elif name.startswith("store_ubuf_to_gm") and len(memrefs) > 1:
-            body.transfers.append(Transfer("out", memrefs[1], repeat))
-        elif (name.startswith("v") or name.startswith("broadcast_scalar")) and memrefs:
+            body.transfers.append(Transfer("out", memrefs[1], repeat, memrefs[0]))
+        elif memrefs and all(m.space == "ub" for m in memrefs):
             # Its repeats are counted on its first data operand (a mask is not one), a cast's
             # on its source (REFERENCE.md section 9), another op's at its widest operand.
             data = [m for m in memrefs if m.dtype != "i1"] or memrefs

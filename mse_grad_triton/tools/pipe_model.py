@@ -11,7 +11,10 @@ how the pipes really overlap, pipe_barrier costs in a pure vector kernel, and ac
 Per tile, on one vector core with ``cores`` of them moving data at once:
 
 - MTE: bytes in at the per-core HBM->UB bandwidth plus bytes out at UB->HBM, each DMA's packet
-  (its unit-stride run) under 256 B at the small-packet bandwidth, plus each DMA's startup.
+  under 256 B at the small-packet bandwidth, plus each DMA's startup. A packet is the DMA's
+  unit-stride run on both sides (``hivm.Transfer.burst_bytes``): a row landing in a UB row
+  padded to 32 B is a packet of its own, however the rows lie in HBM (this reading of
+  "packet" is the model's assumption; Huawei's figures give the bandwidth per packet size).
   On 910B a vector core's MTE2 (in) and MTE3 (out) share one pipe: their times add.
 - V: per vector call, compute x repeats + head cycles, repeats = ceil(bytes walked / 256).
 - S: scalar accesses in the tile, at the memory's latency.
@@ -94,6 +97,8 @@ _INTRINSICS = (
     ("vcmp_", "VCMPV_GE", "vcmp_le/lt/gt as VCMPV_GE"),
     ("broadcast_scalar", "VCOPY", "a scalar broadcast as VCOPY"),
     ("vcopy", "VCOPY", None),
+    ("transpose", "VCOPY", "an on-chip transpose as VCOPY over its bytes"),
+    ("interleave", "VCOPY", "interleave as VCOPY over its bytes"),
 )
 
 
