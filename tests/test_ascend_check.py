@@ -321,6 +321,60 @@ def test_gate_passes_for_every_specialisation(compiler, monkeypatch):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " 0 failed" in result.stdout and compiler.version in result.stdout
     assert "Modelled for Ascend910B3 from the compiled HIVM - not measured" in result.stdout
+    # Issue 21's goals are reported, labelled as modelled, and not enforced by default.
+    assert "Issue 21's goals, modelled from the compiled HIVM - not measured" in result.stdout
+    assert "goals met by " in result.stdout
+
+
+def test_minimal_bytes_grow_only_for_operands_that_span_the_outermost_dimension():
+    import torch
+    meta = ascend_check._meta
+    out = meta([1000, 4096], torch.float32)
+    by_rows, by_columns = meta([1000, 1], torch.float32), meta([1, 4096], torch.float32)
+    expanded = meta([4096], torch.float32, [1]).expand(1000, 4096)   # stride 0 along rows
+    operands = (expanded, by_columns, by_rows, out)
+    inputs, outputs = ascend_check.minimal_bytes(operands)
+    assert (inputs, outputs) == (2 * 4096 * 4 + 1000 * 4, 1000 * 4096 * 4)
+    inputs, outputs = ascend_check.minimal_bytes(operands, scale=5)
+    assert (inputs, outputs) == (2 * 4096 * 4 + 5 * 1000 * 4, 5 * 1000 * 4096 * 4)
+    assert ascend_check.scaled_up(1000 * 4096) == 5 and ascend_check.scaled_up(1 << 25) == 1
+
+
+def test_goals_are_judged_on_the_same_tile_at_2_24_elements(compiler):
+    case = Case("flat_scalar_grad", F32, ascend_check.launcher_block("flat_scalar_grad", F32),
+                True)
+    result = check_case(case, ascend_check.MODEL_TARGETS, compiler, model=True)
+    facts = result.goal_facts["Ascend910B3"]
+    assert facts.body is result.body and facts.elements == 1000 * 4096
+    assert not facts.guarded and facts.itemsize == 4 and facts.coalesced_rank == 1
+    # 4096000 elements, five times over: the same tiles, five times as many.
+    assert facts.large.minimal_bytes == 5 * 3 * 1000 * 4096 * 4 + 4
+    assert facts.large_aclnn.label.startswith("aclnn V1 as V2 + expand") and not facts.aclnn_v2
+    assert facts.large.label.endswith("not measured")
+    # The scalar-grad path meets every goal on both chips by the model (a regression fails).
+    assert result.goal_misses == {"Ascend910B3": [], "Ascend910B1": []}
+    table = ascend_check.format_goals([result], [])
+    assert "not measured" in table and "flat_scalar_grad" in table and " met" in table
+    assert "goals met by 1 of 1 launcher defaults" in table
+
+
+def test_small_calls_are_modelled_at_the_tile_the_launcher_shrinks_to(compiler):
+    cases = ascend_check.launcher_cases("flat_scalar_grad", F32, False)
+    results = [check_case(c, ascend_check.MODEL_TARGETS, compiler, model=c == cases[0])
+               for c in cases]
+    calls = ascend_check.small_calls(results)
+    assert [(c.target, c.elements) for c in calls] == [
+        (t, n) for t in ascend_check.MODEL_TARGETS for n in ascend_check.goals.SMALL_ELEMENTS]
+    compiled = {c.block_size for c in cases}
+    for call in calls:
+        assert call.ours is not None and call.case.block_size in compiled
+        assert call.ours.label.endswith("not measured")
+        ratio = call.aclnn.seconds / call.ours.seconds
+        assert (call.miss is None) == (ratio >= ascend_check.goals.small_call_need(call.aclnn))
+    # 2**16 elements spread over every core at the smallest tile: aclnn keeps 6 busy.
+    first = calls[0]
+    assert first.case.block_size == min(compiled) and first.ours.cores == 40
+    assert first.aclnn.cores == 6
 
 
 def test_an_unreadable_cache_entry_is_a_miss(tmp_path):

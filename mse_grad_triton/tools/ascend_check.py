@@ -64,7 +64,7 @@ from tqdm import tqdm
 from .. import backends, chips, cli, configs, kernels, launcher, layout, tables, triton_compat
 from ..kernels import MAX_OUTER_DIMS
 from ..reduction import Reduction, gradient_scale
-from . import bishengir, hivm, pipe_model
+from . import bishengir, goals, hivm, pipe_model
 
 # One A2 of each core count, one A3 and two 950s of different core counts by default;
 # --targets all: every chip of chips.json (REFERENCE.md section 8; "Ascend910_93" is not one).
@@ -231,6 +231,9 @@ class Result:
     spec: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)  # target -> dlti
     modelled: Dict[str, pipe_model.Modelled] = dataclasses.field(default_factory=dict)
     aclnn: Dict[str, pipe_model.Modelled] = dataclasses.field(default_factory=dict)
+    # target -> what issue 21's goals are judged on (goals.TileFacts), and what it misses
+    goal_facts: Dict[str, goals.TileFacts] = dataclasses.field(default_factory=dict)
+    goal_misses: Dict[str, List[goals.Miss]] = dataclasses.field(default_factory=dict)
     problems: List[str] = dataclasses.field(default_factory=list)
     notes: List[str] = dataclasses.field(default_factory=list)
 
@@ -689,6 +692,36 @@ def _model(result: Result, case: Case, operands) -> None:
             pipe_model.tile_cycles(result.body, busy), plan.num_tiles, plan.num_programs, cores,
             case.multibuffer, minimal_in, minimal_out, last_tile_fraction(plan))
         result.aclnn[target] = model_aclnn(operands, cores)
+        facts = goal_facts(result, case, operands, plan, cores)
+        result.goal_facts[target] = facts
+        result.goal_misses[target] = goals.misses(facts)
+
+
+def goal_facts(result: Result, case: Case, operands, plan, cores: int) -> goals.TileFacts:
+    """What issue 21's goals judge the case's compiled tile on (``goals.TileFacts``): the
+    tile, and it and aclnn modelled at ``goals.LARGE_ELEMENTS`` or more, the output's
+    outermost dimension of more than one element scaled up (``scaled_up``)."""
+    scale = scaled_up(operands[3].numel())
+    tiles = plan.num_tiles * scale
+    programs = min(tiles, cores * plan.config.programs_per_unit)
+    minimal_in, minimal_out = minimal_bytes(operands, scale)
+    large = pipe_model.model_call(
+        pipe_model.tile_cycles(result.body, pipe_model.busy_cores(programs, cores)), tiles,
+        programs, cores, case.multibuffer, minimal_in, minimal_out,
+        last_tile_fraction(plan) if scale == 1 else 1.0)
+    aclnn = model_aclnn(operands, cores, scale)
+    return goals.TileFacts(
+        operands[3].numel(), len(plan.layout.sizes), operands[1].element_size(),
+        plan.constexprs["ORDER"] == kernels.GUARDED.value, result.body,
+        result.planned_ub_bytes / (result.ub_capacity_bytes or 1), large, aclnn,
+        aclnn.label.startswith("aclnn V2,"))
+
+
+def scaled_up(elements: int) -> int:
+    """How many times over a layout of ``elements`` is modelled to reach
+    ``goals.LARGE_ELEMENTS``: its outermost dimension of more than one element times this
+    (the same compiled tile; ``minimal_bytes``)."""
+    return max(1, -(-goals.LARGE_ELEMENTS // elements))
 
 
 def npu_backend(target: str = MODEL_TARGETS[0]) -> backends.DeviceBackend:
@@ -728,12 +761,18 @@ def model_launch(operands, plan, target: str = MODEL_TARGETS[0],
         last_tile_fraction(plan)), ""
 
 
-def minimal_bytes(operands) -> Tuple[int, int]:
+def minimal_bytes(operands, scale: int = 1) -> Tuple[int, int]:
     """The least a call must move: each input's own elements once (a broadcast one's too), and
-    each output's."""
+    each output's; ``scale``: with the output's outermost dimension of more than one element
+    ``scale`` times as long (what an operand that spans it holds grows with it)."""
+    out = operands[3]
+    outermost = next((d for d, size in enumerate(out.shape) if size > 1), 0)
+
     def own(tensor) -> int:
+        dim = outermost - (out.dim() - tensor.dim())
+        spans = dim >= 0 and tensor.shape[dim] > 1 and tensor.stride(dim) != 0
         return math.prod(size for size, stride in zip(tensor.shape, tensor.stride())
-                         if stride != 0) * tensor.element_size()
+                         if stride != 0) * tensor.element_size() * (scale if spans else 1)
     inputs = sum(own(t) for t in operands[:3])
     return inputs, sum(own(t) for t in operands[3:] if t is not None)
 
@@ -746,13 +785,14 @@ def last_tile_fraction(plan) -> float:
     return remainder / plan.config.block_size if remainder else 1.0
 
 
-def model_aclnn(operands, cores: int) -> pipe_model.Modelled:
+def model_aclnn(operands, cores: int, scale: int = 1) -> pipe_model.Modelled:
     """aclnnMseLossBackward on these operands, modelled as its V2 kernel (REFERENCE.md
     section 1). V2 runs only where the three inputs have one shape; otherwise aclnn runs V1,
     whose source is not public: modelled as V2 after expanding the smaller inputs, and any
-    non-contiguous input is first copied to contiguous (``l0op::Contiguous``)."""
+    non-contiguous input is first copied to contiguous (``l0op::Contiguous``). ``scale``: on
+    ``scale`` times as many elements, laid out alike (``minimal_bytes``)."""
     grad, self, target, out = operands[:4]
-    numel, itemsize = out.numel(), self.element_size()
+    numel, itemsize = out.numel() * scale, self.element_size()
     copies, notes = [], []
     for tensor in (grad, self, target):
         if tuple(tensor.shape) != tuple(out.shape):
@@ -1085,6 +1125,117 @@ def format_unmodelled_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
+# Goal 6 (small tensors) is judged on the flat layouts, where aclnn's grid leaves cores idle.
+SMALL_GOAL_LAYOUTS = ("flat", "flat_scalar_grad")
+
+
+@dataclasses.dataclass(frozen=True)
+class SmallCall:
+    """A flat layout at one of ``goals.SMALL_ELEMENTS``, at the tile the launcher shrinks to
+    on a modelled target, modelled from that tile's compiled body (None: not compiled)."""
+
+    case: Case                 # the launcher's small-tensor case
+    target: str
+    elements: int
+    ours: Optional[pipe_model.Modelled]
+    aclnn: pipe_model.Modelled
+    miss: Optional[goals.Miss]
+
+
+def small_operands(case: Case, elements: int) -> Tuple[torch.Tensor, ...]:
+    """A flat case's five operands (meta) at ``elements`` (the target's gradient last)."""
+    grad, x, y, o = (DTYPES[d] for d in case.dtypes)
+    operands = (_meta([] if case.layout == "flat_scalar_grad" else [elements], grad),
+                _meta([elements], x), _meta([elements], y), _meta([elements], o))
+    return (*operands, _meta([elements], y))
+
+
+def small_calls(results: Sequence[Result]) -> List[SmallCall]:
+    """Goal 6 for every modelled flat layout, size and target (``SmallCall``)."""
+    compiled = {r.case: r for r in results if r.body is not None and r.runnable}
+    calls = []
+    for result in results:
+        if result.case.layout not in SMALL_GOAL_LAYOUTS:
+            continue
+        for target, cores in ((t, result.vector_cores.get(t)) for t in result.modelled):
+            for elements in goals.SMALL_ELEMENTS:
+                operands = small_operands(result.case, elements)
+                plan = launcher.plan_launch(*operands[:4], result.case.reduction,
+                                            npu_backend(target))
+                case = dataclasses.replace(result.case, block_size=plan.config.block_size,
+                                           multibuffer=plan.config.multibuffer)
+                aclnn = model_aclnn(operands, cores)
+                body = compiled[case].body if case in compiled else None
+                if body is None:
+                    calls.append(SmallCall(case, target, elements, None, aclnn,
+                                           goals.Miss(6, "its tile was not compiled cleanly")))
+                    continue
+                ours = pipe_model.model_call(
+                    pipe_model.tile_cycles(body, pipe_model.busy_cores(plan.num_programs,
+                                                                       cores)),
+                    plan.num_tiles, plan.num_programs, cores, case.multibuffer,
+                    *minimal_bytes(operands[:4]), last_tile_fraction(plan))
+                calls.append(SmallCall(case, target, elements, ours, aclnn,
+                                       goals.small_miss(ours, aclnn)))
+    return calls
+
+
+def format_goals(results: Sequence[Result], small: Sequence[SmallCall]) -> str:
+    """Issue 21's goals (``goals.py``) per modelled launcher default, and the small calls."""
+    rows = [r for r in results if r.goal_facts]
+    target = MODEL_TARGETS[0]
+    header = (f"{'layout':<20} {'dtype':<5} {'red.':<4} {'roof':>5} {'bound':>5} "
+              f"{'vs aclnn':>8} {'need':>5} {'vec':>4} {'limit':>5}  misses (either target)")
+    lines = [f"Issue 21's goals, {pipe_model.LABEL} (mse_grad_triton/tools/goals.py): figures "
+             f"for {target} at >= {goals.LARGE_ELEMENTS} elements (the outermost dimension "
+             f"scaled up, the same compiled tile); misses on {' or '.join(MODEL_TARGETS)}",
+             header, "-" * len(header)]
+    for r in rows:
+        facts = r.goal_facts.get(target)
+        if facts is None:
+            continue
+        misses = shown_misses(r)
+        need = goals.MIN_VS_ACLNN_V2 if facts.aclnn_v2 else goals.MIN_VS_ACLNN_FALLBACK
+        lines.append(
+            f"{r.case.layout:<20} {r.case.dtypes[1]:<5} "
+            f"{Reduction(r.case.reduction).name.lower():<4} "
+            f"{100 * facts.large.roofline_fraction:>4.0f}% {facts.large.bottleneck:>5} "
+            f"{facts.large_aclnn.seconds / facts.large.seconds:>7.2f}x {need:>4.1f}x "
+            f"{facts.body.vector_calls:>4} "
+            f"{goals.vector_call_limit(facts.itemsize, facts.guarded):>5}  "
+            f"{'; '.join(misses) or 'met'}")
+    lines.append(f"small tensors (goal 6: >= {goals.MIN_SMALL_VS_ACLNN:.1f}x aclnn), at the "
+                 "tile the launcher shrinks to:")
+    for call in small:
+        ratio = (f"{call.aclnn.seconds / call.ours.seconds:.2f}x aclnn "
+                 f"({call.ours.us:.1f} vs {call.aclnn.us:.1f} us)" if call.ours else "-")
+        lines.append(f"  {call.case.layout:<17} {call.case.dtypes[1]:<5} "
+                     f"{Reduction(call.case.reduction).name.lower():<4} {call.target:<12} "
+                     f"{call.elements:>8} elements, tile {call.case.block_size:>5}: {ratio}"
+                     f"{'  MISS: ' + call.miss.text if call.miss else ''}")
+    met = sum(not any(r.goal_misses.values()) for r in rows)
+    lines.append(f"goals met by {met} of {len(rows)} launcher defaults; small calls: "
+                 f"{sum(c.miss is None for c in small)} of {len(small)}")
+    return "\n".join(lines)
+
+
+def shown_misses(result: Result) -> List[str]:
+    """The first modelled target's misses, and another's of a goal the first meets."""
+    shown, goals_missed = [], set()
+    for target in MODEL_TARGETS:
+        these = result.goal_misses.get(target, [])
+        new = [m for m in these if m.goal not in goals_missed]
+        shown += [m.text if target == MODEL_TARGETS[0] else f"{target}: {m.text}"
+                  for m in new]
+        goals_missed.update(m.goal for m in these)
+    return shown
+
+
+def goal_failures(results: Sequence[Result], small: Sequence[SmallCall]) -> int:
+    """How many launcher defaults and small calls miss a goal (``--enforce-goals``)."""
+    return sum(any(r.goal_misses.values()) for r in results) + sum(bool(c.miss) for c in small)
+
+
 def _ratio(result: Result, target: str) -> str:
     """aclnn's modelled time over the kernel's on ``target``."""
     if target not in result.modelled:
@@ -1112,6 +1263,9 @@ def main(argv=None) -> int:
                         help="tuner candidates for the first A2/A3 target only (the launcher's "
                              "and the tables' configs still for every target); on the 950 "
                              "series the launcher's configs for the uniform dtypes")
+    parser.add_argument("--enforce-goals", action="store_true",
+                        help="fail on every modelled launcher default that misses one of "
+                             "issue 21's goals (tools/goals.py); without it they are reported")
     parser.add_argument("--update-ub-plan", action="store_true",
                         help="measure the largest clean tile per kind and write "
                              "mse_grad_triton/ub_plan.json (the launcher's defaults)")
@@ -1144,8 +1298,11 @@ def main(argv=None) -> int:
           "vec: vector calls per tile, rows: of them in per-row loops")
     if shown:
         print(format_table(shown))
+    small: List[SmallCall] = []
     if compilers.get("a2_a3") is not None:
         print(format_model_table(results))
+        small = small_calls(results)
+        print(format_goals(results, small))
     if any(tc != "a2_a3" and compiler for tc, compiler in compilers.items()):
         print("The 950 series at the launcher's defaults (Ascend910_95xx, bishengir-compile-a5, "
               "register-based: vec/tile counts each compute instruction of its vector "
@@ -1160,6 +1317,10 @@ def main(argv=None) -> int:
     for line in stale:
         print(f"FAIL: UB plan data is stale: {line}")
     failed = sum(bool(r.problems) for r in results) + bool(stale)
+    missed = goal_failures(results, small)
+    if missed:
+        print(f"{'FAIL' if args.enforce_goals else 'not enforced (no --enforce-goals)'}: "
+              f"{missed} launcher defaults or small calls miss one of issue 21's goals")
     statuses = collections.Counter(r.status for r in results if r.compiled)
     print("bishengir-compile: " + (", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
                                    if any(compilers.values())
@@ -1169,7 +1330,7 @@ def main(argv=None) -> int:
     print(f"{len(results) - failed} passed, {failed} failed ({time.time() - started:.0f} s)"
           + ("" if all(compilers.values()) else " - Linalg stage only where a bishengir-compile "
              "is NOT FOUND"))
-    return 1 if failed else 0
+    return 1 if failed or (missed and args.enforce_goals) else 0
 
 
 def _run_and_measure(args, targets, toolchains, compilers) -> List[Result]:
