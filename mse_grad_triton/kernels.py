@@ -92,10 +92,13 @@ def _gradient(grad, second, x, y, scale, ORDER: tl.constexpr):
     evaluated in ``ORDER``. With ``SCALAR_FACTORS``, ``grad`` and ``second`` are the scalars
     ``_scalar_factors`` chose and ``scale`` is unused (``second`` is unused otherwise).
 
-    ``GUARDED`` puts the scale where the intermediate stays in range: on the smaller factor
-    when it grows it (2, for none/sum: 2 * (self - target) may overflow where grad * ... would
-    not), on the larger when it shrinks it (2 / numel, for mean: it may underflow to
-    subnormals): 7 vector instructions per tile more than the arithmetic. ``PRODUCT_FIRST``:
+    ``GUARDED`` (a full grad with mean: the launcher picks it only for a scale < 1, and
+    2**-62 <= 2 / numel) puts the scale on ``grad`` where ``|grad| > 1``: ``grad * scale`` is
+    then a normal number, ``> scale``; elsewhere on the difference: ``difference * scale``
+    shrinks it, and where that sinks into the subnormals the result, times ``|grad| <= 1``,
+    is smaller still, so nothing is lost that the result keeps; neither product overflows
+    before the result does. One test of ``grad`` against a constant (never a compare of two
+    masks): 4 vector instructions per tile more than the arithmetic. ``PRODUCT_FIRST``:
     with a scale >= 1, grad * difference overflows only where the result does, and rounds
     twice only in fp32's subnormals (<= 1 ULP there); with fp16 inputs nothing is near an
     fp32 extreme.
@@ -106,7 +109,7 @@ def _gradient(grad, second, x, y, scale, ORDER: tl.constexpr):
     elif ORDER == PRODUCT_FIRST:
         result = (grad * difference) * scale
     else:
-        scale_grad = (tl.abs(grad) <= tl.abs(difference)) == (scale >= 1.0)
+        scale_grad = tl.abs(grad) > 1.0
         scaled = tl.where(scale_grad, grad, difference) * scale
         result = scaled * tl.where(scale_grad, difference, grad)
     return result

@@ -471,6 +471,24 @@ def test_every_evaluation_order_keeps_intermediates_in_range(grad, self_value, r
     assert_ulp_close(result, exact)
 
 
+@pytest.mark.parametrize("grad, self_value", [
+    (1e30, 1e10),      # |grad| > 1: grad * difference overflows; grad * scale first does not
+    (3e30, 3e-44),     # |grad| > 1: difference * scale would sink into the subnormals
+    (0.75, 3e38),      # |grad| <= 1: the scale on the difference, then grad
+    (1e-35, 1e30),     # |grad| <= 1: grad * scale would sink into the subnormals
+])
+def test_the_guarded_order_keeps_a_full_grad_with_mean_in_range(grad, self_value):
+    # 2**18 elements: the mean's scale is 2**-17, so grad * (self - target) can overflow
+    # where the result does not.
+    numel = 1 << 18
+    grad, self, target = torch.full((numel,), grad), torch.full((numel,), self_value), \
+        torch.zeros(numel)
+    result = mse_loss_backward(grad, self, target, "mean")
+    exact = reference(grad, self, target, "mean")
+    assert torch.isfinite(exact).all() and torch.isfinite(result).all()
+    assert_ulp_close(result, exact)
+
+
 def test_the_strided_form_of_a_transposed_layout_walks_the_column_stride():
     from mse_grad_triton import backends, configs, kernels
     from mse_grad_triton.launcher import plan_launch
