@@ -143,16 +143,57 @@ def _scalar_factors(grad, scale, COMPUTE_FP64: tl.constexpr):
 
 
 @triton.jit
-def _flat_tile(grad, second, grad_pointers, self_pointers, target_pointers, out_pointers,
-               negated_pointers, mask, scale, COMPUTE_DTYPE: tl.constexpr,
+def _doubled(values):
+    """Each element twice, in order: ``values`` interleaved with itself (``tl.interleave``'s
+    join and reshape, spelled out: the interpreter cannot call a library ``@triton.jit``
+    function from an interpreted helper)."""
+    return tl.reshape(tl.join(values, values), (2 * values.shape[0],))
+
+
+@triton.jit
+def _expand_rows(values, ROW_LENGTH: tl.constexpr):
+    """Each of ``values`` ``ROW_LENGTH`` times over, in order (2, 4 or 8)."""
+    if ROW_LENGTH >= 2:
+        values = _doubled(values)
+    if ROW_LENGTH >= 4:
+        values = _doubled(values)
+    if ROW_LENGTH >= 8:
+        values = _doubled(values)
+    return values
+
+
+@triton.jit
+def _flat_operand(base, start, lanes, row_lanes, mask, row_mask, PER_ROW: tl.constexpr,
+                  ROW_LENGTH: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
+                  SKIP_PADDING: tl.constexpr, MASKED: tl.constexpr):
+    """An input's values over the 1-D tile at ``start``; ``PER_ROW``: it holds one value per
+    row of ``ROW_LENGTH`` output elements (contiguous), loaded once each and repeated on
+    chip."""
+    if PER_ROW:
+        values = _load(base + start // ROW_LENGTH + row_lanes, row_mask, COMPUTE_DTYPE,
+                       SKIP_PADDING, MASKED)
+        values = _expand_rows(values, ROW_LENGTH)
+    else:
+        values = _load(base + start + lanes, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
+    return values
+
+
+@triton.jit
+def _flat_tile(grad, second, grad_ptr, self_ptr, target_ptr, out_pointers, negated_pointers,
+               start, lanes, row_lanes, mask, row_mask, scale, COMPUTE_DTYPE: tl.constexpr,
                SCALAR_GRAD: tl.constexpr, WRITE_NEGATED: tl.constexpr,
-               SKIP_PADDING: tl.constexpr, MASKED: tl.constexpr, ORDER: tl.constexpr):
-    """One 1-D tile: load self, target (and grad_output unless ``SCALAR_GRAD``: then ``grad``
-    is its value), store the gradient (and its negation)."""
-    x = _load(self_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
-    y = _load(target_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
+               SKIP_PADDING: tl.constexpr, MASKED: tl.constexpr, ORDER: tl.constexpr,
+               ROW_LENGTH: tl.constexpr, GRAD_PER_ROW: tl.constexpr,
+               SELF_PER_ROW: tl.constexpr, TARGET_PER_ROW: tl.constexpr):
+    """One 1-D tile at ``start``: load self, target (and grad_output unless ``SCALAR_GRAD``:
+    then ``grad`` is its value), store the gradient (and its negation)."""
+    x = _flat_operand(self_ptr, start, lanes, row_lanes, mask, row_mask, SELF_PER_ROW,
+                      ROW_LENGTH, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
+    y = _flat_operand(target_ptr, start, lanes, row_lanes, mask, row_mask, TARGET_PER_ROW,
+                      ROW_LENGTH, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
     if not SCALAR_GRAD:
-        grad = _load(grad_pointers, mask, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
+        grad = _flat_operand(grad_ptr, start, lanes, row_lanes, mask, row_mask, GRAD_PER_ROW,
+                             ROW_LENGTH, COMPUTE_DTYPE, SKIP_PADDING, MASKED)
     result = _gradient(grad, second, x, y, scale, ORDER)
     if MASKED:
         tl.store(out_pointers, result.to(out_pointers.dtype.element_ty), mask=mask)
@@ -293,27 +334,36 @@ def mse_loss_backward_flat_kernel(
     COMPUTE_FP64: tl.constexpr,    # a float64 operand takes part: compute in float64
     ORDER: tl.constexpr,           # GUARDED, PRODUCT_FIRST or SCALAR_FACTORS (see _gradient)
     BLOCK_SIZE: tl.constexpr,      # elements per tile (a power of two)
+    # Short rows moved flat: the output is rows of ROW_LENGTH (a power of two, 1: none); an
+    # input *_PER_ROW holds one value per row ([numel / ROW_LENGTH], contiguous).
+    ROW_LENGTH: tl.constexpr,
+    GRAD_PER_ROW: tl.constexpr,
+    SELF_PER_ROW: tl.constexpr,
+    TARGET_PER_ROW: tl.constexpr,
 ):
-    """``grad_output * (self - target) * scale`` over contiguous operands: full tiles
-    unmasked in a persistent loop, then the partial last tile, masked, by one program."""
+    """``grad_output * (self - target) * scale`` over contiguous operands (or, with
+    ``ROW_LENGTH``, inputs of one value per row): full tiles unmasked in a persistent loop,
+    then the partial last tile, masked, by one program."""
     compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
     scale, grad, second = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
                                          SCALAR_GRAD, ORDER)
     lanes = tl.arange(0, BLOCK_SIZE)
+    row_lanes = tl.arange(0, BLOCK_SIZE // ROW_LENGTH)
     full_tiles = numel // BLOCK_SIZE
     for tile in range(tl.program_id(0), full_tiles, tl.num_programs(0)):
         start = tl.cast(tile, tl.int64) * BLOCK_SIZE
-        _flat_tile(grad, second, grad_output_ptr + start + lanes, self_ptr + start + lanes,
-                       target_ptr + start + lanes, out_ptr + start + lanes,
-                       negated_out_ptr + start + lanes, None, scale, compute_dtype,
-                       SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False, ORDER)
+        _flat_tile(grad, second, grad_output_ptr, self_ptr, target_ptr, out_ptr + start + lanes,
+                   negated_out_ptr + start + lanes, start, lanes, row_lanes, None, None, scale,
+                   compute_dtype, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False, ORDER,
+                   ROW_LENGTH, GRAD_PER_ROW, SELF_PER_ROW, TARGET_PER_ROW)
     start = tl.cast(full_tiles, tl.int64) * BLOCK_SIZE
     if (start < numel) & (tl.program_id(0) == full_tiles % tl.num_programs(0)):
-        mask = lanes < (numel - start).to(tl.int32)
-        _flat_tile(grad, second, grad_output_ptr + start + lanes, self_ptr + start + lanes,
-                       target_ptr + start + lanes, out_ptr + start + lanes,
-                       negated_out_ptr + start + lanes, mask, scale, compute_dtype,
-                       SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True, ORDER)
+        left = (numel - start).to(tl.int32)
+        _flat_tile(grad, second, grad_output_ptr, self_ptr, target_ptr, out_ptr + start + lanes,
+                   negated_out_ptr + start + lanes, start, lanes, row_lanes, lanes < left,
+                   row_lanes < left // ROW_LENGTH, scale, compute_dtype, SCALAR_GRAD,
+                   WRITE_NEGATED, SKIP_PADDING, True, ORDER, ROW_LENGTH, GRAD_PER_ROW,
+                   SELF_PER_ROW, TARGET_PER_ROW)
 
 
 @triton.jit

@@ -62,6 +62,11 @@ class LaunchPlan:
     def path(self) -> str:
         return self.layout.path
 
+    @property
+    def moved_flat(self) -> bool:
+        """Launched by the flat kernel: a flat layout, or short rows moved flat."""
+        return self.kernel is mse_loss_backward_flat_kernel
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -416,12 +421,18 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         COMPUTE_FP64=any(t.dtype == torch.float64 for t in operands),
         ORDER=evaluation_order(rows.scalar_grad, [t.dtype for t in operands[:3]], scale[0]),
     )
-    if rows.flat:  # one tile of config.block_size elements; the kernel masks only its last
+    per_row = per_row_inputs(rows, operands)
+    if rows.flat or per_row:  # 1-D tiles of config.block_size; the kernel masks only its last
         kernel = mse_loss_backward_flat_kernel
         tile = (1, config.block_size)
-        num_tiles = -(-rows.row_length // config.block_size)
-        scalar_args = (*scale, rows.row_length)
-        constexprs.update(BLOCK_SIZE=config.block_size)
+        numel = rows.row_length * rows.num_rows
+        num_tiles = -(-numel // config.block_size)
+        scalar_args = (*scale, numel)
+        per_row = per_row or (False, False, False)
+        constexprs.update(BLOCK_SIZE=config.block_size,
+                          ROW_LENGTH=rows.row_length if any(per_row) else 1,
+                          GRAD_PER_ROW=per_row[0], SELF_PER_ROW=per_row[1],
+                          TARGET_PER_ROW=per_row[2])
     else:
         kernel = mse_loss_backward_strided_kernel
         modes = rows.tile_modes(config.transpose)
@@ -438,6 +449,22 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
     launch_tail = triton_compat.launch_values(kernel, (None,) * 5 + scalar_args, constexprs)[5:]
     return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail,
                       tile, num_tiles)
+
+
+# A tile row narrower than this is padded to it in an Ascend A2/A3 UB (one 32-byte block,
+# REFERENCE.md section 8), and each row then moves as a DMA packet of its own.
+NARROW_ROW_BYTES = 32
+
+
+def per_row_inputs(rows: Layout, operands) -> Optional[Tuple[bool, bool, bool]]:
+    """Which inputs hold one value per row, where the output's rows are narrower than
+    ``NARROW_ROW_BYTES`` and the flat kernel moves them flat, repeating those inputs on chip
+    (``Layout.per_row_inputs``); else None (the strided kernel's 2-D tile)."""
+    per_row = rows.per_row_inputs()
+    narrowest = min(t.element_size() for t in operands if t is not None)
+    if per_row is None or rows.row_length * narrowest >= NARROW_ROW_BYTES:
+        return None
+    return per_row
 
 
 def evaluation_order(scalar_grad: bool, input_dtypes, scale: float) -> int:
@@ -480,16 +507,17 @@ def tile_kind(rows: Layout, operands, reduction_code: int, transpose: bool = Tru
     what the UB plan depends on besides the tile size), for ``operands`` (grad_output, self,
     target, out, negated_out or None) laid out as ``rows``."""
     loaded, stored = tile_itemsizes(rows, operands)
+    per_row = per_row_inputs(rows, operands)
     modes = () if rows.flat else rows.tile_modes(transpose)
     along_columns = (kernels.TILE.value, kernels.COL_VECTOR.value)
     element_strided = any(mode in along_columns and abs(rows.inner_strides[k]) != 1
                           for k, mode in enumerate(modes))
     scale = gradient_scale(reduction_code, operands[1].numel())
     order = evaluation_order(rows.scalar_grad, [t.dtype for t in operands[:3]], scale)
-    return configs.TileKind(chip.toolchain.name, "flat" if rows.flat else "strided", modes,
-                            tuple(loaded), tuple(stored),
-                            configs.row_padding(rows.row_length, loaded + stored, rows.flat,
-                                                chip.ub_align_bytes),
+    path = ("flat" if rows.flat else f"rows of {rows.row_length}" if per_row else "strided")
+    return configs.TileKind(chip.toolchain.name, path, modes, tuple(loaded), tuple(stored),
+                            configs.row_padding(rows.row_length, loaded + stored,
+                                                rows.flat or bool(per_row), chip.ub_align_bytes),
                             element_strided, order)
 
 

@@ -10,11 +10,15 @@ Pure Python over shapes and strides: no tensor is created, nothing touches a dev
 """
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from .kernels import COL_VECTOR, MAX_OUTER_DIMS, ROW_VECTOR, SCALAR, TILE, TRANSPOSED
 
 Shape = Tuple[int, ...]
+
+# The longest rows the flat kernel repeats a per-row input over (three interleaves on chip:
+# rows of 8 16-bit elements are the widest narrower than a 32-byte UB block).
+MAX_EXPANDED_ROW = 8
 
 # Operand order everywhere below (and in the kernel's argument list).
 OPERANDS = ("grad_output", "self", "target", "out")
@@ -113,6 +117,26 @@ class Layout:
             else:
                 modes.append((TRANSPOSED if turned else TILE).value)
         return tuple(modes)
+
+    def per_row_inputs(self) -> Optional[Tuple[bool, bool, bool]]:
+        """For rows that the flat kernel can move flat (``ROW_LENGTH``): which inputs
+        (grad_output, self, target) hold one value per row, contiguously, where the output is
+        rows of a power-of-two length of at most ``MAX_EXPANDED_ROW`` elements, each input
+        either walks them as the output does or holds one value per row (grad_output may be
+        one value), and one at least holds one value per row. None for any other layout."""
+        if len(self.sizes) != 2 or self.sizes[0] & (self.sizes[0] - 1) or \
+                not 2 <= self.sizes[0] <= MAX_EXPANDED_ROW:
+            return None
+        dense, per_row = (1, self.sizes[0]), (0, 1)
+        if self.strides[OUT] != dense:
+            return None
+        flags = []
+        for k in (GRAD, SELF, TARGET):
+            strides = tuple(self.strides[k])
+            if strides not in (dense, per_row) and not (k == GRAD and self.scalar_grad):
+                return None
+            flags.append(strides == per_row)
+        return tuple(flags) if any(flags) else None
 
     @property
     def scalar_grad(self) -> bool:

@@ -263,8 +263,10 @@ def test_a_stepped_operand_is_reported_strided_and_allowed_only_there():
 
 @pytest.mark.parametrize("layout, tile, transfer_bytes", [
     # issue 11's layouts: every walked operand moves >= 1 KB per transfer, unit stride inside
-    ("rows_of_4", (2048, 4), {"self": 32768, "target": 8192, "out": 32768}),
+    ("rows_of_8", (1024, 8), {"self": 32768, "target": 4096, "out": 32768}),
     ("sliced_rows_of_4", (2048, 4), {"self": 32768, "target": 32768, "out": 32768}),
+    # rows of 4 (16 B) move flat: one run per tile, the target one value per row
+    ("rows_of_4", (1, 8192), {"self": 32768, "target": 8192, "out": 32768}),
     ("transposed_self", (128, 64), {"grad_output": 32768, "self": 32768, "out": 32768}),
     ("transposed_out", (128, 64), {"self": 32768, "out": 32768}),
     ("channels_last_self", (64, 128), {"self": 32768, "target": 32768, "out": 32768}),
@@ -307,7 +309,8 @@ def test_cases_cover_every_layout_dtype_and_candidate():
     partial = {c.whole for c in cases if c.partial_rows}
     assert partial and partial <= set(cases)
     assert not any(c.layout == "flat" for c in partial)
-    assert any(c.layout == "rows_of_4" and c.block_size == 4096 for c in partial)
+    assert any(c.layout == "sliced_rows_of_4" and c.block_size == 4096 for c in partial)
+    assert not any(c.layout == "rows_of_4" for c in partial)  # moved flat
 
 
 def test_gate_passes_for_every_specialisation(compiler, monkeypatch):

@@ -15,10 +15,11 @@ def A2(*fields, **named) -> configs.TileKind:  # noqa: N802 (reads as the constr
 
 
 # fp32 with a 0-d grad (scalar factors); bf16 with a full grad and mean (guarded); rows of 4
-# in fp32 against a broadcast target.
+# in fp32 against a broadcast target (moved flat), and rows of 8 (a 2-D tile).
 FLAT_F32 = A2("flat", (), (4, 4), (4,), order=2)
 KINDS = [FLAT_F32, A2("flat", (), (2, 2, 2), (2,), order=0),
-         A2("strided", (3, 0, 1, 0), (4, 4), (4,), row_padding=2, order=2)]
+         A2("rows of 4", (3, 0, 1, 0), (4, 4), (4,), order=2),
+         A2("strided", (3, 0, 1, 0), (4, 4), (4,), order=2)]
 
 
 @pytest.fixture

@@ -59,8 +59,10 @@ def test_narrow_access_to_a_unit_stride_operand_fails(monkeypatch):
 
 
 @pytest.mark.parametrize("layout, widths", [
-    # short rows: 2-D tiles of 4-element rows, 16-byte vectors (rows start aligned)
-    ("rows_of_4", {"self": "128", "out": "128"}),
+    # short rows: 2-D tiles of 8-element rows, 16-byte vectors (rows start aligned); rows of 4
+    # against one value per row move flat (the flat kernel's masked last tile: *)
+    ("rows_of_8", {"self": "128", "out": "128"}),
+    ("rows_of_4", {"self": "128*", "out": "128*"}),
     ("sliced_rows_of_4", {"self": "128", "target": "128", "out": "128"}),
     # permuted operands: moved along their own unit stride (the masked last row tile: *)
     ("transposed_self", {"grad_output": "128", "self": "128*", "out": "128"}),
@@ -73,18 +75,22 @@ def test_two_d_tiles_use_16_byte_vectors(layout, widths):
         assert {name: result.widths[name] for name in widths} == widths
 
 
-def test_a_row_broadcast_operand_is_loaded_once_per_row():
-    # target [N, 1] against [N, 4]: one [BLOCK_ROWS] vector per tile, not one value per element
-    tensors, plan = cuda_check.plan_case(Case("rows_of_4", F32, 1024, 8))
+@pytest.mark.parametrize("layout, tile, target, other", [
+    # target [N, 1] against [N, 8]: one [BLOCK_ROWS] vector per 2-D tile
+    ("rows_of_8", (128, 8), "128", "128x8"),
+    # against [N, 4] (moved flat): one [BLOCK / 4] vector per 1-D tile
+    ("rows_of_4", (1, 1024), "256", "1024"),
+])
+def test_a_row_broadcast_operand_is_loaded_once_per_row(layout, tile, target, other):
+    tensors, plan = cuda_check.plan_case(Case(layout, F32, 1024, 8))
     spec = triton_compat.specialise(plan.kernel, (*tensors, *plan.scalar_args), plan.constexprs,
                                     triton_compat.target("cuda", 90),
                                     cuda_check.GPU.launch_options(plan.config))
     ttir = triton_compat.compile(spec).asm["ttir"]
-    block_rows, block_cols = plan.tile
-    assert (block_rows, block_cols) == (256, 4)
+    assert plan.tile == tile
     loads = [line for line in ttir.splitlines() if "tt.load" in line]
-    assert any(f"tensor<{block_rows}x!tt.ptr<f32>" in line for line in loads)  # the target
-    assert any(f"tensor<{block_rows}x{block_cols}x!tt.ptr<f32>" in line for line in loads)
+    assert any(f"tensor<{target}x!tt.ptr<f32>" in line for line in loads)  # the target
+    assert any(f"tensor<{other}x!tt.ptr<f32>" in line for line in loads)
 
 
 def test_spills_fail(monkeypatch):

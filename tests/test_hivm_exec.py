@@ -73,6 +73,8 @@ def _assert_runs_and_matches(case, compiler, cache) -> None:
     ("flat_scalar_grad", BF16, True, 1),     # casts both ways, both outputs
     ("rows_of_3", BF16, False, 1),           # short rows, broadcast operands
     ("transposed_self", F32, False, 0),      # the on-chip turn (vtranspose)
+    ("rows_of_4", F32, False, 1),            # short rows moved flat, the target repeated
+                                             # on chip (vinterleave)
 ])
 def test_the_compiled_form_matches_float64_and_the_interpreter(compiler, cache, layout,
                                                                dtypes, negated, reduction):
@@ -109,6 +111,29 @@ def test_an_op_the_table_does_not_know_fails_loudly():
         hivm_exec.translate(rounding, 1024)
 
 
+def test_an_interleave_of_other_than_two_channels_fails_loudly():
+    def planned(channels):
+        ub = "memref<64xf32, #hivm.address_space<ub>>"
+        wide = "memref<128xf32, #hivm.address_space<ub>>"
+        op = (f"hivm.hir.vinterleave ins(%0, %0 : {ub}, {ub}) outs(%1 : {wide}) "
+              f"interleave_channel_nums = {channels}")
+        return f"""module attributes {{}} {{
+  func.func @k(%arg0: memref<?xf32, #hivm.address_space<gm>>) attributes {{hacc.entry}} {{
+    %c0_i64 = arith.constant 0 : i64
+    %c256_i64 = arith.constant 256 : i64
+    %0 = hivm.hir.pointer_cast(%c0_i64) : {ub}
+    %1 = hivm.hir.pointer_cast(%c256_i64) : {wide}
+    {op}
+    return
+  }}
+}}
+"""
+    mlir, _ = hivm_exec.translate(planned(2), 1024)
+    assert "floordiv 2" in mlir and "linalg.index 0" in mlir
+    with pytest.raises(hivm_exec.UnknownHivm, match="interleave_channel_nums = 3"):
+        hivm_exec.translate(planned(3), 1024)
+
+
 def test_planned_buffers_become_views_of_one_pool():
     planned = """module attributes {} {
   func.func @k(%arg0: memref<?xf32, #hivm.address_space<gm>>) attributes {hacc.entry} {
@@ -133,13 +158,16 @@ def test_every_assumed_semantic_names_its_source():
 
 # --- the 950 series: vector functions of register ops (tools/ave_exec.py) -------------------
 
-# rows_of_4 at the launcher's second tile (1024 rows): the small shape's 3001 rows then make
-# whole tiles (the unaligned, interleaving vector function) and a partial one; at its default
-# (4096 rows) the small shape is one partial tile.
+# sliced_rows_of_4 (rows of 4 at a row stride of 64: a 2-D tile; contiguous rows of 4 move
+# flat) at the launcher's second tile (512 rows): the small shape's 3001 rows then make whole
+# tiles (the unaligned, interleaving vector function) and a partial one.
 @pytest.mark.parametrize("layout, dtypes, negated, reduction, tile", [
     ("flat", F32, False, 1, 0),              # the guarded order: abs, compare, selects
     ("flat_scalar_grad", BF16, True, 1, 0),  # broadcast loads, one-point stores, both outputs
-    ("rows_of_4", BF16, False, 1, 1),        # unaligned rows: packed streams, (de)interleave
+    ("sliced_rows_of_4", BF16, False, 1, 1),  # unaligned rows: packed streams,
+                                              # (de)interleave
+    ("rows_of_4", BF16, False, 1, 2),        # short rows moved flat, the target repeated
+                                             # (vintlv), at the smallest tile: 12 tiles
     ("transposed_out", F16, False, 1, 0),    # the on-chip turn: index vectors and gathers
 ])
 def test_the_950s_compiled_form_matches_float64_and_the_interpreter(compiler_950, cache, layout,
@@ -152,7 +180,7 @@ def test_the_950s_compiled_form_matches_float64_and_the_interpreter(compiler_950
 def test_a_wrong_lane_order_is_caught(compiler_950, cache, monkeypatch):
     # The inferred interleave semantics are not self-fulfilling: with vdintlv's two results
     # swapped (odd elements first), the unaligned rows store the undefined halves.
-    case = _launcher_case("rows_of_4", BF16, toolchain="910_95", tile=1)
+    case = _launcher_case("sliced_rows_of_4", BF16, toolchain="910_95", tile=1)
     right = ascend_exec.run_case(case, "small", compiler_950, cache)
     assert not right.problem and right.programs > 1
     deinterleave = ave_exec.VectorFunction.op_vdintlv

@@ -236,8 +236,43 @@ def test_short_rows_pack_many_rows_into_one_tile():
     assert_ulp_close(mse_loss_backward(grad, self, target), reference(grad, self, target, "mean"))
 
 
+@pytest.mark.parametrize("dtype, row, grad_shape, per_row", [
+    (torch.float32, 4, [], (False, False, True)),          # a 0-d grad, target [N, 1]
+    (torch.float32, 2, [4096, 1], (True, False, True)),    # grad one per row too
+    (torch.bfloat16, 8, [4096, 8], (False, False, True)),  # 16 B rows of bf16
+    (torch.float16, 4, [4096, 4], (False, False, True)),
+])
+def test_narrow_rows_against_one_value_per_row_move_flat(dtype, row, grad_shape, per_row):
+    # Rows narrower than an Ascend UB block (32 B) would be padded to it: the flat kernel moves
+    # them as one run and repeats the inputs that hold one value per row on chip.
+    from mse_grad_triton import kernels
+    from mse_grad_triton.launcher import _call
+    grad, self, target = make(grad_shape, dtype, 1), make([4096, row], dtype, 2), \
+        make([4096, 1], dtype, 3)
+    plan = _call(grad, self, target, "mean", None, "triton", False).plan
+    assert plan.kernel is kernels.mse_loss_backward_flat_kernel and plan.moved_flat
+    assert plan.tile == (1, plan.config.block_size) and plan.path == "strided"
+    assert plan.constexprs["ROW_LENGTH"] == row and plan.scalar_args[-1] == 4096 * row
+    assert tuple(plan.constexprs[f"{k}_PER_ROW"] for k in ("GRAD", "SELF", "TARGET")) == per_row
+    assert_ulp_close(mse_loss_backward(grad, self, target), reference(grad, self, target, "mean"))
+
+
+@pytest.mark.parametrize("shapes", [
+    ([4096, 8], [4096, 1]),      # 32 B rows of fp32: not padded, the 2-D tile
+    ([4096, 4], [1, 4]),         # the target one value per column: the 2-D tile
+    ([4096, 4], [4096, 4]),      # nothing per row: flat anyway
+])
+def test_other_rows_keep_their_kernel(shapes):
+    from mse_grad_triton.launcher import _call
+    self, target = make(shapes[0], torch.float32, 1), make(shapes[1], torch.float32, 2)
+    plan = _call(torch.tensor(1.0), self, target, "mean", None, "triton", False).plan
+    assert plan.constexprs.get("ROW_LENGTH", 1) == 1
+    assert plan.moved_flat == (plan.path == "flat_scalar_grad")
+
+
 @pytest.mark.parametrize("case, tile, modes", [
-    # target [N, 1] against [N, 4]: rows of 4, 256 per tile; the target one value per row
+    # target [N, 1] against [N, 3]: rows of 3 (4 wide, masked), 256 per tile; the target one
+    # value per row (rows of a power of two move flat: see the next test)
     ("short_rows", (256, 4), ("SCALAR", "TILE", "ROW_VECTOR", "TILE")),
     # self [:, :4] of [N, 64]: a 2-D walk with row stride 64
     ("sliced_short_rows", (256, 4), ("SCALAR", "TILE", "TILE", "TILE")),
@@ -252,7 +287,7 @@ def test_tile_shape_and_operand_modes(case, tile, modes):
     from mse_grad_triton import kernels
     from mse_grad_triton.launcher import _call
     grad, self, target, out = {
-        "short_rows": lambda: (torch.tensor(1.0), make([4096, 4], torch.float32, 1),
+        "short_rows": lambda: (torch.tensor(1.0), make([4096, 3], torch.float32, 1),
                                make([4096, 1], torch.float32, 2), None),
         "sliced_short_rows": lambda: (torch.tensor(1.0), make([300, 64], torch.float32, 1)[:, :4],
                                       make([300, 4], torch.float32, 2), None),

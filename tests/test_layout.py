@@ -106,3 +106,25 @@ def test_too_many_dims_after_coalescing():
     shape = (2, 3) * ((n + 1) // 2)
     with pytest.raises(ValueError, match="coalesced"):
         _rows(torch.ones(shape), torch.ones(shape), torch.ones((2, 1) * ((n + 1) // 2)))
+
+
+@pytest.mark.parametrize("grad, self, target, expected", [
+    # target [N, 1] against [N, 4]: one value per row for the target
+    (torch.empty([]), torch.empty(64, 4), torch.empty(64, 1), (False, False, True)),
+    # grad and self one per row, target walks the rows as the output does
+    (torch.empty(64, 1), torch.empty(64, 1), torch.empty(64, 8), (True, True, False)),
+    (torch.empty(64, 2), torch.empty(64, 2), torch.empty(64, 1), (False, False, True)),
+    # rows of 3 or of 16: not a power of two up to 8
+    (torch.empty([]), torch.empty(64, 3), torch.empty(64, 1), None),
+    (torch.empty([]), torch.empty(64, 16), torch.empty(64, 1), None),
+    # one value per column (a [1, 4] target), a sliced row, nothing per row: not this form
+    (torch.empty([]), torch.empty(64, 4), torch.empty(1, 4), None),
+    (torch.empty([]), torch.empty(64, 64)[:, :4], torch.empty(64, 1), None),
+    (torch.empty([]), torch.empty(64, 4), torch.empty(64, 4), None),
+    # a target of one value for the whole output is not one per row
+    (torch.empty(64, 1), torch.empty(64, 4), torch.empty([]), None),
+    # a transposed self
+    (torch.empty([]), torch.empty(4, 64).t(), torch.empty(64, 1), None),
+])
+def test_inputs_of_one_value_per_row(grad, self, target, expected):
+    assert _rows(grad, self, target).per_row_inputs() == expected

@@ -129,6 +129,11 @@ LAYOUTS: Dict[str, Tuple[Callable[..., Tensors], bool]] = {
     # 2-D tiles: short rows, slices, a row broadcast (issue 11's layouts)
     "rows_of_4": (lambda g, x, y, o: (_meta([], g), _meta([1 << 16, 4], x),
                                       _meta([1 << 16, 1], y), _meta([1 << 16, 4], o)), True),
+    # Rows of 2 and of 8 against one value per row: moved flat where narrower than 32 B.
+    "rows_of_2": (lambda g, x, y, o: (_meta([1 << 17, 1], g), _meta([1 << 17, 2], x),
+                                      _meta([1 << 17, 1], y), _meta([1 << 17, 2], o)), True),
+    "rows_of_8": (lambda g, x, y, o: (_meta([], g), _meta([1 << 15, 8], x),
+                                      _meta([1 << 15, 1], y), _meta([1 << 15, 8], o)), True),
     "sliced_rows_of_4": (lambda g, x, y, o: (_meta([], g), _meta([1 << 16, 64], x)[:, :4],
                                              _meta([1 << 16, 4], y), _meta([1 << 16, 4], o)),
                          True),
@@ -779,9 +784,9 @@ def minimal_bytes(operands, scale: int = 1) -> Tuple[int, int]:
 
 def last_tile_fraction(plan) -> float:
     """How full the flat kernel's last tile is (strided tiles are costed whole)."""
-    if not plan.layout.flat:
+    if not plan.moved_flat:
         return 1.0
-    remainder = plan.layout.row_length % plan.config.block_size
+    remainder = plan.scalar_args[-1] % plan.config.block_size  # numel
     return remainder / plan.config.block_size if remainder else 1.0
 
 
@@ -998,9 +1003,12 @@ def _required_transfer_bytes(plan, operand: int, itemsizes: Sequence[int]) -> in
     """The least an operand's block transfer must move: ``MIN_TRANSFER_BYTES`` in a layout of
     ``LARGE_LAYOUT`` elements or more, or all of the operand's elements over the tile's two
     dimensions where they hold less (a tile cannot span more). An operand broadcast along a
-    tile dimension moves one vector per tile, as long as the tile's other side: not judged."""
+    tile dimension moves one vector per tile, as long as the tile's other side (an input of
+    one value per row, moved flat: a tile's rows): not judged."""
     mode = plan.constexprs.get(MODE_OF[operand], kernels.TILE.value)  # flat: all walked
-    if plan.layout.num_rows * plan.layout.row_length < LARGE_LAYOUT or mode not in _WALKED:
+    per_row = operand < 3 and plan.constexprs.get(PER_ROW_OF[operand], False)
+    if plan.layout.num_rows * plan.layout.row_length < LARGE_LAYOUT or mode not in _WALKED \
+            or per_row:
         return 0
     extent = plan.layout.row_length * plan.layout.tile_rows * itemsizes[operand]
     return min(MIN_TRANSFER_BYTES, extent)
@@ -1009,6 +1017,8 @@ def _required_transfer_bytes(plan, operand: int, itemsizes: Sequence[int]) -> in
 _WALKED = (kernels.TILE.value, kernels.TRANSPOSED.value)
 # The strided kernel's mode constexpr of each of OPERANDS.
 MODE_OF = ("GRAD_MODE", "SELF_MODE", "TARGET_MODE", "OUT_MODE", "OUT_MODE")
+# The flat kernel's constexprs that say an input holds one value per row.
+PER_ROW_OF = ("GRAD_PER_ROW", "SELF_PER_ROW", "TARGET_PER_ROW")
 
 
 def _transfer_label(result: Result) -> str:

@@ -43,8 +43,9 @@ SEMANTICS: Dict[str, Tuple[str, str]] = {
         "its unaligned form (interleave pairs) compute the same thing"),
     "vload BRC_B16 / BRC_B32": ("one element broadcast to every lane", "distribution 'brc'"),
     "masked_store ONEPT_B32": ("lane 0 only (one point)", "'onept'; used with a <VL1> mask"),
-    "vintlv a, b": ("16-bit elements: first result a0 b0 a1 b1 ... of the low halves, second "
-                    "of the high halves", "inferred: Atlas 350 'Interleave' figure"),
+    "vintlv a, b": ("16- or 32-bit elements: first result a0 b0 a1 b1 ... of the low halves, "
+                    "second of the high halves", "inferred: Atlas 350 'Interleave' figure (32-bit: "
+                    "the same lane order assumed; the rows moved flat use it)"),
     "vdintlv a, b": ("of the 256 16-bit elements a||b: the even ones, then the odd ones",
                      "inferred: Atlas 350 'DeInterleave' figure"),
     "vextf <part_even>": ("f16/bf16 -> f32 exact, of the even 16-bit elements", "IEEE 754"),

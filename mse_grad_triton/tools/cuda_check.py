@@ -196,7 +196,7 @@ def vector_allowed(plan, operand: int, itemsize: int, num_warps: int) -> bool:
     layout = plan.layout
     strides = layout.strides[min(operand, 3)]
     per_thread = plan.config.block_size // (32 * num_warps)
-    if layout.flat:
+    if plan.moved_flat:  # (an input of one value per row, stride 0 here: not judged)
         return strides[0] == 1 and per_thread * itemsize >= 8
     block_rows, block_cols = plan.tile
     mode = plan.constexprs[ascend_check.MODE_OF[operand]]

@@ -77,6 +77,9 @@ SEMANTICS: Dict[str, Tuple[str, str]] = {
     "vbrc": ("a scalar written to every element; a memref of size 1 along broadcast_dims "
              "repeated along them", "the op's operands and broadcast_dims"),
     "vtranspose": ("out[i_0..] = in[i_perm...] for permutation", "the permutation attribute"),
+    "vinterleave": ("interleave_channel_nums = 2, 1-D: out[2i] = a[i], out[2i + 1] = b[i] (the "
+                    "temp_buffer is scratch)", "the Triton ops it lowers (tt.join, tt.reshape: "
+                    "tl.interleave); other channel counts and ranks are refused"),
     "get_block_idx": ("the program's index (one call per program)", "triton-ascend's grid"),
     "set_flag wait_flag pipe_barrier set_mask_norm set_ctrl": (
         "dropped: the execution is sequential", "what this layer cannot check"),
@@ -87,6 +90,7 @@ _ALLOWED_TAIL = re.compile(
     r"^(\s*(compare_mode = <\w+>|temp_buffer\([^)]*\)|permutation = \[[\d, ]+\]|"
     r"init_out_buffer = false|may_implicit_transpose_with_last_axis = false|"
     r"core_type = <VECTOR>|eviction_policy = <Evict\w+>|left_padding_num = %c0(_\d+)? : index|"
+    r"interleave_channel_nums = 2|"
     r"broadcast(_dims)? = \[[\d, ]*\]))*\s*$")
 
 
@@ -221,6 +225,16 @@ class _Translator:
             return [f"{result} = arith.cmpf {predicates[mode]}, {a}, {b} : {type_}"], result
         return body
 
+    def interleaved(self, values, element):
+        """The body of a 1-D ``vinterleave`` of two inputs: the even lanes from the first."""
+        (a, _), (b, _) = values
+        lane, two, zero, parity, even, result = (self.fresh() for _ in range(6))
+        return [f"{lane} = linalg.index 0 : index", f"{two} = arith.constant 2 : index",
+                f"{zero} = arith.constant 0 : index",
+                f"{parity} = arith.remui {lane}, {two} : index",
+                f"{even} = arith.cmpi eq, {parity}, {zero} : index",
+                f"{result} = arith.select {even}, {a}, {b} : {element}"], result
+
     def select(self, values, element):
         (mask, _), (a, _), (b, _) = values[:3]
         result = self.fresh()
@@ -263,6 +277,13 @@ class _Translator:
             return self.generic(indent, ins, in_types, outs, out_types, self.select)
         if name == "vcast":
             return self.generic(indent, ins, in_types, outs, out_types, self.cast)
+        if name == "vinterleave":
+            if len(ins) != 2 or len(_shape(out_types[0])[0]) != 1:
+                raise UnknownHivm(f"hivm.hir.vinterleave of {len(ins)} inputs, "
+                                  f"{out_types[0]}")
+            half = "affine_map<(d0) -> (d0 floordiv 2)>"
+            return self.generic(indent, ins, in_types, outs, out_types, self.interleaved,
+                                maps=[half, half, "affine_map<(d0) -> (d0)>"])
         if name == "vtranspose":
             permutation = [int(p) for p in
                            re.search(r"permutation = \[([\d, ]+)\]", tail).group(1).split(",")]
