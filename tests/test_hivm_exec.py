@@ -75,6 +75,8 @@ def _assert_runs_and_matches(case, compiler, cache) -> None:
     ("transposed_self", F32, False, 0),      # the on-chip turn (vtranspose)
     ("rows_of_4", F32, False, 1),            # short rows moved flat, the target repeated
                                              # on chip (vinterleave)
+    ("expanded_grad", F32, False, 1),        # the guarded order on a [1, C] grad: its mask
+                                             # broadcast (an i1 cast, vbrc, vcmp, vnot)
 ])
 def test_the_compiled_form_matches_float64_and_the_interpreter(compiler, cache, layout,
                                                                dtypes, negated, reduction):
@@ -109,6 +111,13 @@ def test_an_op_the_table_does_not_know_fails_loudly():
         f"outs(%0 : {ub})", f"outs(%0 : {ub}) round_mode = <floor>")
     with pytest.raises(hivm_exec.UnknownHivm, match="round_mode"):
         hivm_exec.translate(rounding, 1024)
+    # From i1 (0 or 1) any rounding mode converts exactly: the compiler casts a mask it
+    # broadcasts with <trunc>.
+    mask = "memref<64xi1, #hivm.address_space<ub>>"
+    from_mask = rounding.replace(f"vcast ins(%0 : {ub})", f"vcast ins(%1 : {mask})").replace(
+        "    hivm.hir.vcast", f"    %1 = hivm.hir.pointer_cast(%c0_i64) : {mask}\n"
+        "    hivm.hir.vcast").replace("<floor>", "<trunc>")
+    assert "arith.uitofp" in hivm_exec.translate(from_mask, 1024)[0]
 
 
 def test_an_interleave_of_other_than_two_channels_fails_loudly():

@@ -66,13 +66,16 @@ SEMANTICS: Dict[str, Tuple[str, str]] = {
                             "assumed: IEEE 754 binary ops; broadcast = [] in the generic form"),
     "vmax vmin": ("arith.maximumf / minimumf (NaN propagates)", "assumed: not documented"),
     "vabs": ("|x| (clears the sign bit)", "assumed: IEEE 754 abs"),
+    "vnot": ("of an i1 mask: each element flipped (other types refused)",
+             "assumed: logical not; the compiler inverts a broadcast mask with it"),
     "vcmp": ("compare_mode eq, ne, lt, gt, le, ge (default eq, from the generic form) as IEEE "
              "ordered predicates (oeq, olt, ...: false on NaN), ne as unordered (une: true on "
              "NaN); one i1 per element", "assumed: IEEE 754 comparisons"),
     "vsel": ("ins(mask, a, b): mask ? a : b per element (the temp_buffer is scratch)",
              "the op's operand order"),
     "vcast": ("f16/bf16 -> f32 exact; f32 -> f16/bf16 round to nearest even (round_mode = rint, "
-              "the default in the generic form); i1 -> float 1.0 / 0.0; broadcast and transpose "
+              "the default in the generic form); i1 -> float 1.0 / 0.0, exact under any "
+              "round_mode (a broadcast i1 mask is cast with <trunc>); broadcast and transpose "
               "must be []", "round_mode attribute; IEEE 754 conversions"),
     "vbrc": ("a scalar written to every element; a memref of size 1 along broadcast_dims "
              "repeated along them", "the op's operands and broadcast_dims"),
@@ -209,6 +212,15 @@ class _Translator:
             return [f"{result} = {float_ops[op]} {a}, {b} : {element}"], result
         return body
 
+    def logical_not(self, values, element):
+        """``vnot`` of a mask: each i1 flipped (other element types are refused)."""
+        (a, source) = values[0]
+        if source != "i1" or element != "i1":
+            raise UnknownHivm(f"vnot on {source}")
+        true, result = self.fresh(), self.fresh()
+        return [f"{true} = arith.constant true", f"{result} = arith.xori {a}, {true} : i1"], \
+            result
+
     def absolute(self, values, element):
         result = self.fresh()
         return [f"{result} = math.absf {values[0][0]} : {values[0][1]}"], result
@@ -258,6 +270,8 @@ class _Translator:
         indent, name, ins, in_types, outs, out_types, tail = match.groups()
         ins, in_types = _split(ins), _split(in_types)
         outs, out_types = _split(outs), _split(out_types)
+        if name == "vcast" and _shape(in_types[0])[1] == "i1":  # 0 or 1: exact in any mode
+            tail = re.sub(r"\s*round_mode = <\w+>", "", tail)
         if not _ALLOWED_TAIL.match(tail):
             raise UnknownHivm(f"hivm.hir.{name}: attributes {tail.strip()!r}")
         if name == "vsel":  # the temp_buffer is scratch
@@ -269,6 +283,8 @@ class _Translator:
             return self.generic(indent, ins, in_types, outs, out_types, self.binary(name))
         if name == "vabs":
             return self.generic(indent, ins, in_types, outs, out_types, self.absolute)
+        if name == "vnot":
+            return self.generic(indent, ins, in_types, outs, out_types, self.logical_not)
         if name == "vcmp":
             mode = re.search(r"compare_mode = <(\w+)>", tail)
             return self.generic(indent, ins, in_types, outs, out_types,
