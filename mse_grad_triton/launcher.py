@@ -428,11 +428,10 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         numel = rows.row_length * rows.num_rows
         num_tiles = -(-numel // config.block_size)
         scalar_args = (*scale, numel)
-        per_row = per_row or (False, False, False)
+        flags = per_row or (False, False, False)
         constexprs.update(BLOCK_SIZE=config.block_size,
-                          ROW_LENGTH=rows.row_length if any(per_row) else 1,
-                          GRAD_PER_ROW=per_row[0], SELF_PER_ROW=per_row[1],
-                          TARGET_PER_ROW=per_row[2])
+                          ROW_LENGTH=rows.row_length if per_row else 1,
+                          GRAD_PER_ROW=flags[0], SELF_PER_ROW=flags[1], TARGET_PER_ROW=flags[2])
     else:
         kernel = mse_loss_backward_strided_kernel
         modes = rows.tile_modes(config.transpose)

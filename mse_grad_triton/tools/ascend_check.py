@@ -691,11 +691,9 @@ def _model(result: Result, case: Case, operands) -> None:
         if not cores:
             continue
         _, plan = plan_case(case, num_units=cores)
-        busy = pipe_model.busy_cores(plan.num_programs, cores)
-        minimal_in, minimal_out = minimal_bytes(operands)
-        result.modelled[target] = pipe_model.model_call(
-            pipe_model.tile_cycles(result.body, busy), plan.num_tiles, plan.num_programs, cores,
-            case.multibuffer, minimal_in, minimal_out, last_tile_fraction(plan))
+        result.modelled[target] = pipe_model.model_tile_call(
+            result.body, plan.num_tiles, plan.num_programs, cores, case.multibuffer,
+            *minimal_bytes(operands), last_tile_fraction(plan))
         result.aclnn[target] = model_aclnn(operands, cores)
         facts = goal_facts(result, case, operands, plan, cores)
         result.goal_facts[target] = facts
@@ -709,10 +707,8 @@ def goal_facts(result: Result, case: Case, operands, plan, cores: int) -> goals.
     scale = scaled_up(operands[3].numel())
     tiles = plan.num_tiles * scale
     programs = min(tiles, cores * plan.config.programs_per_unit)
-    minimal_in, minimal_out = minimal_bytes(operands, scale)
-    large = pipe_model.model_call(
-        pipe_model.tile_cycles(result.body, pipe_model.busy_cores(programs, cores)), tiles,
-        programs, cores, case.multibuffer, minimal_in, minimal_out,
+    large = pipe_model.model_tile_call(
+        result.body, tiles, programs, cores, case.multibuffer, *minimal_bytes(operands, scale),
         last_tile_fraction(plan) if scale == 1 else 1.0)
     aclnn = model_aclnn(operands, cores, scale)
     return goals.TileFacts(
@@ -759,11 +755,9 @@ def model_launch(operands, plan, target: str = MODEL_TARGETS[0],
         return None, f"bishengir-compile: {result.status} {result.error}".strip()
     cores = result.vector_cores[target]
     programs = min(plan.num_tiles, cores * plan.config.programs_per_unit)
-    minimal_in, minimal_out = minimal_bytes(meta)
-    return pipe_model.model_call(
-        pipe_model.tile_cycles(result.body, pipe_model.busy_cores(programs, cores)),
-        plan.num_tiles, programs, cores, plan.config.multibuffer, minimal_in, minimal_out,
-        last_tile_fraction(plan)), ""
+    return pipe_model.model_tile_call(
+        result.body, plan.num_tiles, programs, cores, plan.config.multibuffer,
+        *minimal_bytes(meta), last_tile_fraction(plan)), ""
 
 
 def minimal_bytes(operands, scale: int = 1) -> Tuple[int, int]:
@@ -1153,11 +1147,10 @@ class SmallCall:
 
 
 def small_operands(case: Case, elements: int) -> Tuple[torch.Tensor, ...]:
-    """A flat case's five operands (meta) at ``elements`` (the target's gradient last)."""
+    """A flat case's four operands (meta) at ``elements``."""
     grad, x, y, o = (DTYPES[d] for d in case.dtypes)
-    operands = (_meta([] if case.layout == "flat_scalar_grad" else [elements], grad),
-                _meta([elements], x), _meta([elements], y), _meta([elements], o))
-    return (*operands, _meta([elements], y))
+    return (_meta([] if case.layout == "flat_scalar_grad" else [elements], grad),
+            _meta([elements], x), _meta([elements], y), _meta([elements], o))
 
 
 def small_calls(results: Sequence[Result]) -> List[SmallCall]:
@@ -1170,7 +1163,7 @@ def small_calls(results: Sequence[Result]) -> List[SmallCall]:
         for target, cores in ((t, result.vector_cores.get(t)) for t in result.modelled):
             for elements in goals.SMALL_ELEMENTS:
                 operands = small_operands(result.case, elements)
-                plan = launcher.plan_launch(*operands[:4], result.case.reduction,
+                plan = launcher.plan_launch(*operands, result.case.reduction,
                                             npu_backend(target))
                 case = dataclasses.replace(result.case, block_size=plan.config.block_size,
                                            multibuffer=plan.config.multibuffer)
@@ -1180,11 +1173,9 @@ def small_calls(results: Sequence[Result]) -> List[SmallCall]:
                     calls.append(SmallCall(case, target, elements, None, aclnn,
                                            goals.Miss(6, "its tile was not compiled cleanly")))
                     continue
-                ours = pipe_model.model_call(
-                    pipe_model.tile_cycles(body, pipe_model.busy_cores(plan.num_programs,
-                                                                       cores)),
-                    plan.num_tiles, plan.num_programs, cores, case.multibuffer,
-                    *minimal_bytes(operands[:4]), last_tile_fraction(plan))
+                ours = pipe_model.model_tile_call(
+                    body, plan.num_tiles, plan.num_programs, cores, case.multibuffer,
+                    *minimal_bytes(operands), last_tile_fraction(plan))
                 calls.append(SmallCall(case, target, elements, ours, aclnn,
                                        goals.small_miss(ours, aclnn)))
     return calls

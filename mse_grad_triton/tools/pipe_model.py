@@ -230,6 +230,16 @@ def model_call(tile: TileCycles, num_tiles: int, num_programs: int, cores: int,
                     tiles, waves, label, tile.assumptions)
 
 
+def model_tile_call(body: TileBody, num_tiles: int, num_programs: int, cores: int,
+                    multibuffer: bool, minimal_in: int, minimal_out: int,
+                    last_tile_fraction: float = 1.0, label: str = LABEL) -> Modelled:
+    """``model_call`` for a compiled tile ``body``, its cycles modelled with the cores the
+    call keeps busy."""
+    cycles = tile_cycles(body, busy_cores(num_programs, cores))
+    return model_call(cycles, num_tiles, num_programs, cores, multibuffer, minimal_in,
+                      minimal_out, last_tile_fraction, label)
+
+
 def busy_cores(num_programs: int, cores: int) -> int:
     return max(1, min(num_programs, cores))
 
@@ -269,9 +279,9 @@ def model_aclnn(numel: int, itemsize: int, cores: int,
     per_core = -(-numel // busy)
     tiles = -(-per_core // tile_elements)
     body = aclnn_tile(itemsize, min(tile_elements, per_core))
-    cycles = tile_cycles(body, busy)
-    modelled = model_call(cycles, tiles * busy, busy, cores, numel > ACLNN_DOUBLE_BUFFER_ABOVE,
-                          3 * numel * itemsize, numel * itemsize, label=label)
+    modelled = model_tile_call(body, tiles * busy, busy, cores,
+                               numel > ACLNN_DOUBLE_BUFFER_ABOVE, 3 * numel * itemsize,
+                               numel * itemsize, label=label)
     extra = sum(roofline_seconds(read, written, cores) for read, written in copies)
     return dataclasses.replace(modelled, seconds=modelled.seconds + extra)
 
