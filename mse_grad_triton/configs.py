@@ -19,7 +19,7 @@ import itertools
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import chips
 
@@ -27,6 +27,11 @@ from . import chips
 UB_PLAN_FILE = Path(__file__).resolve().parent / "ub_plan.json"
 # Triton's ``tl.arange`` needs a power of two; the kernel's lanes are int32.
 MAX_BLOCK_SIZE = 1 << 16
+# A DMA whose unit-stride runs are shorter than this moves at a fraction of a core's bandwidth
+# (about a tenth at 128 B): the largest limit of Huawei's small-packet figures (tilesim
+# small_packet, REFERENCE.md section 9; pipe_model.SMALL_PACKET). Where the multibuffered tile
+# would move such runs and the single-buffered one would not, the default single-buffers.
+FULL_SPEED_RUN_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -135,13 +140,16 @@ def largest_clean_block(kind: TileKind, multibuffer: bool) -> Tuple[int, str]:
 
 def select_config(kind: str, row_length: int, num_rows: int, num_units: int,
                   tuned: Optional[KernelConfig] = None,
-                  tile_kind: Optional[TileKind] = None) -> KernelConfig:
+                  tile_kind: Optional[TileKind] = None,
+                  shortest_run: Optional[Callable[[int], int]] = None) -> KernelConfig:
     """The configuration for one call.
 
     ``kind`` is the device kind, ``npu``, ``cuda`` or ``cpu``; on NPU ``tile_kind`` says what
     the tile is, and the default tile is the largest bishengir-compile plans cleanly for it
-    (``largest_clean_block``) with the chip's toolchain's multibuffer default. A ``tuned``
-    config (from the device's tuned table) wins.
+    (``largest_clean_block``) with the chip's toolchain's multibuffer default, or
+    single-buffered where only that makes every run at least ``FULL_SPEED_RUN_BYTES``
+    (``shortest_run``: the shortest unit-stride run, in bytes, a tile of that many elements
+    moves). A ``tuned`` config (from the device's tuned table) wins.
     Otherwise the default tile shrinks (by 4, down to a minimum) until there are at least as
     many tiles as parallel units, so small tensors still spread over the device.
     """
@@ -153,8 +161,14 @@ def select_config(kind: str, row_length: int, num_rows: int, num_units: int,
     if not block:  # NPU: from the compiler's plan
         multibuffer = chips.TOOLCHAINS[tile_kind.toolchain].multibuffer_default
         block, origin = largest_clean_block(tile_kind, multibuffer)
-        config = replace(config, multibuffer=multibuffer,
-                         source=f"default ({origin} in ub_plan.json)")
+        origin = f"default ({origin} in ub_plan.json)"
+        if multibuffer and shortest_run and shortest_run(block) < FULL_SPEED_RUN_BYTES:
+            single, single_origin = largest_clean_block(tile_kind, False)
+            if single > block and shortest_run(single) >= FULL_SPEED_RUN_BYTES:
+                block, multibuffer = single, False
+                origin = (f"default ({single_origin} in ub_plan.json; single-buffered: "
+                          f"runs of {FULL_SPEED_RUN_BYTES} B or more)")
+        config = replace(config, multibuffer=multibuffer, source=origin)
     # Shrink in steps of 4, so that at most three tile sizes (three compiled variants per
     # dtype and path) serve every size: each is a multi-second compile on Ascend.
     minimum = defaults["min_block_size"]

@@ -26,8 +26,11 @@ vector (int64 vector arithmetic runs as scalar code on Ascend A2/A3).
 - ``mse_loss_backward_strided_kernel``: a tile is ``BLOCK_ROWS x BLOCK_COLS`` elements of the
   two innermost dimensions; up to ``MAX_OUTER_DIMS - 1`` outer dimensions are peeled off the
   tile index. Each operand is moved in its mode (``TILE``, ``ROW_VECTOR``, ``COL_VECTOR``,
-  ``SCALAR``, ``TRANSPOSED``: see below), so that every global transfer walks unit stride
-  where the operand has one; whole tiles are moved unmasked, partial edge tiles masked.
+  ``SCALAR``, ``TRANSPOSED``, and two refinements once the tile is known: ``HELD_ROW``,
+  ``DENSE_TRANSPOSED``: see below), so that every global transfer walks unit stride where the
+  operand has one, no tile moves what an earlier one of the program moved, and lines that
+  lie back to back move as one run; whole tiles are moved unmasked, partial edge tiles
+  masked.
 
 Constexpr switches: ``SCALAR_GRAD`` loads the single ``grad_output`` element once per program;
 ``WRITE_NEGATED`` also stores the target's gradient (``-out``) in the same pass; ``ORDER`` says
@@ -215,6 +218,15 @@ COL_VECTOR = tl.constexpr(2)  # broadcast across rows (row_stride 0): [BLOCK_COL
 SCALAR = tl.constexpr(3)      # broadcast over the whole tile: one element per tile
 TRANSPOSED = tl.constexpr(4)  # unit stride along the rows: moved [BLOCK_COLS, BLOCK_ROWS],
                               # turned with tl.trans on chip
+# Two refinements the launcher makes once the tile is known (``launcher.tile_modes_for``):
+HELD_ROW = tl.constexpr(5)    # COL_VECTOR the same for every tile (broadcast over every outer
+                              # dimension, its row one column tile): loaded once per program
+DENSE_TRANSPOSED = tl.constexpr(6)  # TRANSPOSED whose lines lie back to back (a line stride of
+                                    # BLOCK_ROWS, one row tile): moved as one 1-D run,
+                                    # reshaped and turned on chip
+STEPPED = tl.constexpr(7)     # TILE at a column stride of COL_STEP (2, 4 or 8: a stepped
+                              # slice): each row's unit-stride run moved, every COL_STEP-th
+                              # element kept on chip (Ascend: no 32-byte UB slot per element)
 
 
 @triton.jit
@@ -222,8 +234,10 @@ def _tile_offsets(rows, cols, row_stride, col_stride, MODE: tl.constexpr):
     """Element offsets of an operand's tile, in the shape it is moved in (see the modes)."""
     if MODE == ROW_VECTOR:
         offsets = rows * row_stride
-    elif MODE == COL_VECTOR:
+    elif MODE == COL_VECTOR or MODE == HELD_ROW:
         offsets = cols * col_stride
+    elif MODE == DENSE_TRANSPOSED:
+        offsets = tl.arange(0, cols.shape[0] * rows.shape[0])
     elif MODE == TRANSPOSED:
         offsets = cols[:, None] * col_stride + rows[None, :] * row_stride
     else:
@@ -232,12 +246,16 @@ def _tile_offsets(rows, cols, row_stride, col_stride, MODE: tl.constexpr):
 
 
 @triton.jit
-def _tile_mask(row_mask, col_mask, MODE: tl.constexpr):
-    """The tile's mask in the shape an operand is moved in."""
+def _tile_mask(row_mask, col_mask, cols_left, MODE: tl.constexpr):
+    """The tile's mask in the shape an operand is moved in (``cols_left``: its columns; a
+    ``DENSE_TRANSPOSED`` tile's rows are always whole, and its mask bounds the one run)."""
     if MODE == ROW_VECTOR:
         mask = row_mask
-    elif MODE == COL_VECTOR:
+    elif MODE == COL_VECTOR or MODE == HELD_ROW:
         mask = col_mask
+    elif MODE == DENSE_TRANSPOSED:
+        lanes = tl.arange(0, col_mask.shape[0] * row_mask.shape[0])
+        mask = lanes < cols_left * row_mask.shape[0]
     elif MODE == TRANSPOSED:
         mask = col_mask[:, None] & row_mask[None, :]
     else:
@@ -259,37 +277,87 @@ def _aligned_strides(row_stride, col_stride, ALIGN: tl.constexpr, MODE: tl.const
 
 
 @triton.jit
-def _load_tile(pointer, rows, cols, row_stride, col_stride, row_mask, col_mask,
+def _every_step(values, COL_STEP: tl.constexpr):
+    """Every ``COL_STEP``-th column of a ``[rows, columns * COL_STEP]`` tile (2, 4 or 8):
+    the even columns, split off ``log2(COL_STEP)`` times."""
+    rows: tl.constexpr = values.shape[0]
+    if COL_STEP >= 2:
+        values, _ = tl.split(tl.reshape(values, (rows, values.shape[1] // 2, 2)))
+    if COL_STEP >= 4:
+        values, _ = tl.split(tl.reshape(values, (rows, values.shape[1] // 2, 2)))
+    if COL_STEP >= 8:
+        values, _ = tl.split(tl.reshape(values, (rows, values.shape[1] // 2, 2)))
+    return values
+
+
+@triton.jit
+def _load_stepped(pointer, rows, row_stride, row_mask, cols_left, BLOCK_COLS: tl.constexpr,
+                  COL_STEP: tl.constexpr, SKIP_PADDING: tl.constexpr):
+    """A ``STEPPED`` operand's tile in its stored dtype: each row's run from the tile's first
+    element to its last (``cols_left``: columns in the tile), then every ``COL_STEP``-th
+    element of it. Always masked: the run stops at the last element, never past the slice."""
+    span = tl.arange(0, BLOCK_COLS * COL_STEP)
+    mask = row_mask[:, None] & (span[None, :] < (cols_left - 1) * COL_STEP + 1)
+    pointers = pointer + rows[:, None] * row_stride + span[None, :]
+    if SKIP_PADDING:
+        values = tl.load(pointers, mask=mask, care_padding=False)
+    else:
+        values = tl.load(pointers, mask=mask)
+    return _every_step(values, COL_STEP)
+
+
+@triton.jit
+def _load_tile(pointer, rows, cols, row_stride, col_stride, row_mask, col_mask, cols_left,
                MODE: tl.constexpr, MASKED: tl.constexpr, SKIP_PADDING: tl.constexpr,
-               COMPUTE_DTYPE: tl.constexpr):
+               COMPUTE_DTYPE: tl.constexpr, COL_STEP: tl.constexpr):
     """One operand's tile in the compute dtype, shaped to broadcast against
     ``[BLOCK_ROWS, BLOCK_COLS]``: every global transfer walks the operand's own memory
-    order (a transposed operand is turned on chip)."""
+    order (a transposed operand is turned on chip, a stepped one thinned on chip)."""
     if MODE == SCALAR:
         values = tl.load(pointer).to(COMPUTE_DTYPE)
+    elif MODE == STEPPED:
+        values = _load_stepped(pointer, rows, row_stride, row_mask, cols_left, cols.shape[0],
+                               COL_STEP, SKIP_PADDING).to(COMPUTE_DTYPE)
     else:
         values = _load(pointer + _tile_offsets(rows, cols, row_stride, col_stride, MODE),
-                       _tile_mask(row_mask, col_mask, MODE), COMPUTE_DTYPE, SKIP_PADDING,
-                       MASKED)
+                       _tile_mask(row_mask, col_mask, cols_left, MODE), COMPUTE_DTYPE,
+                       SKIP_PADDING, MASKED)
         if MODE == ROW_VECTOR:
             values = values[:, None]
-        elif MODE == COL_VECTOR:
+        elif MODE == COL_VECTOR or MODE == HELD_ROW:
             values = values[None, :]
         elif MODE == TRANSPOSED:
             values = tl.trans(values)
+        elif MODE == DENSE_TRANSPOSED:
+            values = tl.trans(tl.reshape(values, (cols.shape[0], rows.shape[0])))
+    return values
+
+
+@triton.jit
+def _held_row(pointer, rows, cols, col_stride, num_cols, MODE: tl.constexpr,
+              MASK_COLS: tl.constexpr, SKIP_PADDING: tl.constexpr, COMPUTE_DTYPE: tl.constexpr):
+    """A ``HELD_ROW`` input's tile (``[1, BLOCK_COLS]``: the row at the origin, the same for
+    every tile), loaded once per program; else an unused placeholder."""
+    values = tl.full((1, 1), 0, COMPUTE_DTYPE)
+    if MODE == HELD_ROW:
+        values = _load_tile(pointer, rows, cols, 0, col_stride, rows >= 0, cols < num_cols,
+                            num_cols, MODE, MASK_COLS, SKIP_PADDING, COMPUTE_DTYPE, 1)
     return values
 
 
 @triton.jit
 def _store_tile(pointer, values, rows, cols, row_stride, col_stride, row_mask, col_mask,
-                MODE: tl.constexpr, MASKED: tl.constexpr):
-    """Store a ``[BLOCK_ROWS, BLOCK_COLS]`` tile (``MODE`` TILE or TRANSPOSED)."""
+                cols_left, MODE: tl.constexpr, MASKED: tl.constexpr):
+    """Store a ``[BLOCK_ROWS, BLOCK_COLS]`` tile (``MODE`` TILE, TRANSPOSED or
+    DENSE_TRANSPOSED)."""
     values = values.to(pointer.dtype.element_ty)
     if MODE == TRANSPOSED:
         values = tl.trans(values)
+    elif MODE == DENSE_TRANSPOSED:
+        values = tl.reshape(tl.trans(values), (values.shape[1] * values.shape[0],))
     pointers = pointer + _tile_offsets(rows, cols, row_stride, col_stride, MODE)
     if MASKED:
-        tl.store(pointers, values, mask=_tile_mask(row_mask, col_mask, MODE))
+        tl.store(pointers, values, mask=_tile_mask(row_mask, col_mask, cols_left, MODE))
     else:
         tl.store(pointers, values)
 
@@ -368,31 +436,44 @@ def mse_loss_backward_flat_kernel(
 
 @triton.jit
 def _strided_tile(grad, second, grad_pointer, self_pointer, target_pointer, out_pointer,
-                  negated_pointer, rows, cols, row_mask, col_mask, grad_row_step,
+                  negated_pointer, rows, cols, row_mask, col_mask, cols_left, grad_row_step,
                   self_row_step, target_row_step, out_row_step, grad_col_step,
                   self_col_step, target_col_step, out_col_step, scale,
                   GRAD_MODE: tl.constexpr, SELF_MODE: tl.constexpr, TARGET_MODE: tl.constexpr,
                   OUT_MODE: tl.constexpr, SCALAR_GRAD: tl.constexpr,
                   WRITE_NEGATED: tl.constexpr, SKIP_PADDING: tl.constexpr,
                   MASKED: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
-                  BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, ORDER: tl.constexpr):
+                  BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, ORDER: tl.constexpr,
+                  held_grad, held_self, held_target, COL_STEP: tl.constexpr):
     """One 2-D tile at the given operand pointers (its origin): load self, target (and
     grad_output unless ``SCALAR_GRAD``: then ``grad`` is its value), store the gradient (and
-    its negation). Masks are used only when ``MASKED``."""
-    x = _load_tile(self_pointer, rows, cols, self_row_step, self_col_step, row_mask,
-                   col_mask, SELF_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE)
-    y = _load_tile(target_pointer, rows, cols, target_row_step, target_col_step, row_mask,
-                   col_mask, TARGET_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE)
-    if not SCALAR_GRAD:
+    its negation). Masks are used only when ``MASKED``. An input in ``HELD_ROW`` mode is not
+    loaded: ``held_*`` is its tile."""
+    if SELF_MODE == HELD_ROW:
+        x = held_self
+    else:
+        x = _load_tile(self_pointer, rows, cols, self_row_step, self_col_step, row_mask,
+                       col_mask, cols_left, SELF_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE,
+                       COL_STEP)
+    if TARGET_MODE == HELD_ROW:
+        y = held_target
+    else:
+        y = _load_tile(target_pointer, rows, cols, target_row_step, target_col_step, row_mask,
+                       col_mask, cols_left, TARGET_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE,
+                       COL_STEP)
+    if GRAD_MODE == HELD_ROW:
+        grad = held_grad
+    elif not SCALAR_GRAD:
         grad = _load_tile(grad_pointer, rows, cols, grad_row_step, grad_col_step, row_mask,
-                          col_mask, GRAD_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE)
+                          col_mask, cols_left, GRAD_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE,
+                          COL_STEP)
     result = tl.broadcast_to(_gradient(grad, second, x, y, scale, ORDER),
                              (BLOCK_ROWS, BLOCK_COLS))
     _store_tile(out_pointer, result, rows, cols, out_row_step, out_col_step, row_mask,
-                col_mask, OUT_MODE, MASKED)
+                col_mask, cols_left, OUT_MODE, MASKED)
     if WRITE_NEGATED:
         _store_tile(negated_pointer, _negated(result), rows, cols, out_row_step, out_col_step,
-                    row_mask, col_mask, OUT_MODE, MASKED)
+                    row_mask, col_mask, cols_left, OUT_MODE, MASKED)
 
 
 # ``scale_divisor``: as in the flat kernel.
@@ -423,7 +504,7 @@ def mse_loss_backward_strided_kernel(
     size_7, grad_stride_7, self_stride_7, target_stride_7, out_stride_7,
     NUM_OUTER_DIMS: tl.constexpr,  # how many of the outer dimensions above are real (0..6)
     SCALAR_GRAD: tl.constexpr,     # grad_output has one element: load it once per program
-    GRAD_MODE: tl.constexpr,       # how each operand is moved over a tile (TILE, ...)
+    GRAD_MODE: tl.constexpr,       # how each operand is moved over a tile (TILE, ..., HELD_ROW)
     SELF_MODE: tl.constexpr,
     TARGET_MODE: tl.constexpr,
     OUT_MODE: tl.constexpr,        # TILE or TRANSPOSED (also negated_out's)
@@ -437,6 +518,7 @@ def mse_loss_backward_strided_kernel(
     ORDER: tl.constexpr,           # GUARDED, PRODUCT_FIRST or SCALAR_FACTORS (see _gradient)
     BLOCK_ROWS: tl.constexpr,      # tile rows (a power of two)
     BLOCK_COLS: tl.constexpr,      # tile columns (a power of two)
+    COL_STEP: tl.constexpr,        # the column stride of the STEPPED inputs (1: none)
 ):
     """Write ``grad_output * (self - target) * scale`` for every output element (and its
     negation, the gradient for ``target``, when ``WRITE_NEGATED``), one 2-D tile at a time."""
@@ -448,6 +530,12 @@ def mse_loss_backward_strided_kernel(
     if WIDE_LANES:
         rows = rows.to(tl.int64)
         cols = cols.to(tl.int64)
+    held_grad = _held_row(grad_output_ptr, rows, cols, grad_col_stride, num_cols, GRAD_MODE,
+                          MASK_COLS, SKIP_PADDING, compute_dtype)
+    held_self = _held_row(self_ptr, rows, cols, self_col_stride, num_cols, SELF_MODE,
+                          MASK_COLS, SKIP_PADDING, compute_dtype)
+    held_target = _held_row(target_ptr, rows, cols, target_col_stride, num_cols, TARGET_MODE,
+                            MASK_COLS, SKIP_PADDING, compute_dtype)
 
     for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
         col_tile = tile % col_tiles
@@ -510,17 +598,19 @@ def mse_loss_backward_strided_kernel(
             _strided_tile(grad, second, grad_output_ptr + grad_offset, self_ptr + self_offset,
                           target_ptr + target_offset, out_ptr + out_offset,
                           negated_out_ptr + out_offset, rows, cols, rows < BLOCK_ROWS,
-                          cols < BLOCK_COLS, grad_row_step, self_row_step, target_row_step,
-                          out_row_step, grad_col_step, self_col_step, target_col_step,
-                          out_col_step, scale, GRAD_MODE, SELF_MODE, TARGET_MODE, OUT_MODE,
-                          SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False, compute_dtype,
-                          BLOCK_ROWS, BLOCK_COLS, ORDER)
+                          cols < BLOCK_COLS, BLOCK_COLS, grad_row_step, self_row_step,
+                          target_row_step, out_row_step, grad_col_step, self_col_step,
+                          target_col_step, out_col_step, scale, GRAD_MODE, SELF_MODE,
+                          TARGET_MODE, OUT_MODE, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False,
+                          compute_dtype, BLOCK_ROWS, BLOCK_COLS, ORDER, held_grad, held_self,
+                          held_target, COL_STEP)
         else:
             _strided_tile(grad, second, grad_output_ptr + grad_offset, self_ptr + self_offset,
                           target_ptr + target_offset, out_ptr + out_offset,
                           negated_out_ptr + out_offset, rows, cols, rows < rows_left,
-                          cols < cols_left, grad_row_step, self_row_step, target_row_step,
-                          out_row_step, grad_col_step, self_col_step, target_col_step,
-                          out_col_step, scale, GRAD_MODE, SELF_MODE, TARGET_MODE, OUT_MODE,
-                          SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True, compute_dtype,
-                          BLOCK_ROWS, BLOCK_COLS, ORDER)
+                          cols < cols_left, cols_left, grad_row_step, self_row_step,
+                          target_row_step, out_row_step, grad_col_step, self_col_step,
+                          target_col_step, out_col_step, scale, GRAD_MODE, SELF_MODE,
+                          TARGET_MODE, OUT_MODE, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, True,
+                          compute_dtype, BLOCK_ROWS, BLOCK_COLS, ORDER, held_grad, held_self,
+                          held_target, COL_STEP)

@@ -18,7 +18,7 @@ Inputs are read in place through their strides: no copies, no casts, no host syn
 import math
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -440,7 +440,8 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
             config = replace(config, transpose=True)
         config = configs.fit_for_transposes(device_backend.kind, config, transposed)
         tile = tile_shape(rows, config.block_size, transposed > 0)
-        scalar_args, strided_constexprs, num_tiles = _strided_arguments(rows, modes, tile)
+        scalar_args, strided_constexprs, num_tiles = strided_arguments(
+            rows, tile_modes_for(rows, modes, tile, device_backend.kind == "npu"), tile)
         scalar_args = (*scale, *scalar_args)
         constexprs.update(strided_constexprs)
     config = replace(config, block_size=tile[0] * tile[1])
@@ -482,8 +483,8 @@ def evaluation_order(scalar_grad: bool, input_dtypes, scale: float) -> int:
 def _choose_config(rows: Layout, operands, reduction_code: int,
                    device_backend) -> configs.KernelConfig:
     """The tuned table's config for this dtype, path and size, else the device kind's default
-    (``configs.select_config``) for what a tile is; with tuning on first use, a missing entry
-    is tuned first (``autotune``)."""
+    (``default_config``); with tuning on first use, a missing entry is tuned first
+    (``autotune``)."""
     table = tables.table_for(device_backend.device_name)
     dtype, numel = validation.DTYPE_NAMES[operands[1].dtype], operands[3].numel()
     tuned = table.config_for(dtype, rows.path, numel) if table else None
@@ -494,10 +495,23 @@ def _choose_config(rows: Layout, operands, reduction_code: int,
                                        rows.path) or tuned
         elif reason != autotune.TUNING:  # the default now; planned again (and tuned) later
             _planning.provisional = True
-    kind = (tile_kind(rows, operands, reduction_code, chip=device_backend.chip)
-            if device_backend.kind == "npu" else None)
+    return tuned or default_config(rows, operands, reduction_code, device_backend)
+
+
+def default_config(rows: Layout, operands, reduction_code: int,
+                   device_backend) -> configs.KernelConfig:
+    """The device kind's default config for a call without a tuned entry
+    (``configs.select_config``): on NPU for what its tile is (``tile_kind``) and the shortest
+    run a strided tile of each size would move (``shortest_run_bytes``)."""
+    kind, shortest_run = None, None
+    if device_backend.kind == "npu":
+        kind = tile_kind(rows, operands, reduction_code, chip=device_backend.chip)
+        if not rows.flat and not per_row_inputs(rows, operands):
+            def shortest_run(block_size: int) -> int:
+                return shortest_run_bytes(rows, operands, block_size)
     return configs.select_config(device_backend.kind, rows.row_length, rows.num_rows,
-                                 device_backend.num_units, tuned, kind)
+                                 device_backend.num_units, tile_kind=kind,
+                                 shortest_run=shortest_run)
 
 
 def tile_kind(rows: Layout, operands, reduction_code: int, transpose: bool = True, *,
@@ -509,7 +523,8 @@ def tile_kind(rows: Layout, operands, reduction_code: int, transpose: bool = Tru
     per_row = per_row_inputs(rows, operands)
     modes = () if rows.flat else rows.tile_modes(transpose)
     along_columns = (kernels.TILE.value, kernels.COL_VECTOR.value)
-    element_strided = any(mode in along_columns and abs(rows.inner_strides[k]) != 1
+    step = col_step(rows, modes)
+    element_strided = any(mode in along_columns and abs(rows.inner_strides[k]) not in (1, step)
                           for k, mode in enumerate(modes))
     scale = gradient_scale(reduction_code, operands[1].numel())
     order = evaluation_order(rows.scalar_grad, [t.dtype for t in operands[:3]], scale)
@@ -557,9 +572,74 @@ def tile_shape(rows: Layout, block_size: int, square: bool) -> Tuple[int, int]:
     return block_rows, min(cols_wanted, block_size // block_rows)
 
 
-def _strided_arguments(rows: Layout, modes, tile: Tuple[int, int]) -> Tuple[tuple, dict, int]:
+# Column strides a stepped input may have to be moved as unit-stride runs (``STEPPED``): at
+# most this many times the bytes it needs.
+STEPPED_COL_STRIDES = (2, 4, 8)
+
+
+def col_step(rows: Layout, modes: Sequence[int]) -> int:
+    """The column stride of the inputs moved ``STEPPED`` on Ascend: the one stride other than 1
+    every input walked along the columns at such a stride shares, if it is one of
+    ``STEPPED_COL_STRIDES`` (a slice such as ``x[:, ::2]``); else 1 (none)."""
+    strides = {stride for stride, mode in zip(rows.inner_strides[:3], modes[:3])
+               if mode == kernels.TILE.value and stride != 1}
+    step = strides.pop() if len(strides) == 1 else 1
+    return step if step in STEPPED_COL_STRIDES else 1
+
+
+def tile_modes_for(rows: Layout, modes: Sequence[int], tile: Tuple[int, int],
+                   npu: bool = False) -> Tuple[int, ...]:
+    """``modes`` (``Layout.tile_modes``) refined for a ``(BLOCK_ROWS, BLOCK_COLS)`` tile: an
+    input broadcast across the rows and every outer dimension whose row is one column tile
+    is the same for every tile (``HELD_ROW``: loaded once per program); an operand turned on
+    chip whose lines lie back to back over one row tile (``DENSE_TRANSPOSED``: its tile is
+    one contiguous run, as a channels-last tensor's with all its channels in the tile). On
+    Ascend (``npu``) inputs at a column stride of ``col_step`` are moved ``STEPPED`` (the UB
+    would give each element a 32-byte slot of its own)."""
+    block_rows, block_cols = tile
+    refined = list(modes)
+    step = col_step(rows, modes) if npu else 1
+    for k, mode in enumerate(modes):
+        if k < 3 and mode == kernels.TILE.value and step > 1 and rows.inner_strides[k] == step:
+            refined[k] = kernels.STEPPED.value
+        elif (mode == kernels.COL_VECTOR.value and rows.row_length <= block_cols
+                and not any(rows.strides[k][2:])):
+            refined[k] = kernels.HELD_ROW.value
+        elif (mode == kernels.TRANSPOSED.value and rows.tile_rows == block_rows
+                and rows.inner_strides[k] == block_rows):
+            refined[k] = kernels.DENSE_TRANSPOSED.value
+    return tuple(refined)
+
+
+def shortest_run_bytes(rows: Layout, operands, block_size: int) -> int:
+    """The shortest unit-stride run, in bytes, any operand a strided tile of ``block_size``
+    elements moves per tile (``operands``: grad_output, self, target, out, negated_out or
+    None; the last moved as ``out``) in its mode (``tile_modes_for``); a held row or a scalar
+    is not moved per tile."""
+    modes = rows.tile_modes()
+    block_rows, block_cols = tile = tile_shape(
+        rows, block_size, transposed_operands(modes, operands[4] is not None) > 0)
+    modes = tile_modes_for(rows, modes, tile, npu=True)
+    runs = []
+    for k, operand in enumerate(operands):
+        mode, strides = modes[min(k, 3)], rows.strides[min(k, 3)]
+        if operand is None or mode in (kernels.SCALAR.value, kernels.HELD_ROW.value):
+            continue
+        if mode == kernels.DENSE_TRANSPOSED.value:
+            elements = block_rows * block_cols
+        elif mode == kernels.STEPPED.value:
+            elements = (block_cols - 1) * strides[0] + 1
+        elif mode in (kernels.ROW_VECTOR.value, kernels.TRANSPOSED.value):
+            elements = block_rows if abs(strides[1]) == 1 else 1
+        else:
+            elements = block_cols if abs(strides[0]) == 1 else 1
+        runs.append(elements * operand.element_size())
+    return min(runs)
+
+
+def strided_arguments(rows: Layout, modes, tile: Tuple[int, int]) -> Tuple[tuple, dict, int]:
     """The strided kernel's integer arguments (after the scale), its layout constexprs and
-    the number of tiles."""
+    the number of tiles, for operands moved in ``modes`` (``tile_modes_for``)."""
     block_rows, block_cols = tile
     col_tiles = -(-rows.row_length // block_cols)
     row_tiles = -(-rows.tile_rows // block_rows)
@@ -591,5 +671,7 @@ def _strided_arguments(rows: Layout, modes, tile: Tuple[int, int]) -> Tuple[tupl
         GRAD_MODE=modes[0], SELF_MODE=modes[1], TARGET_MODE=modes[2], OUT_MODE=modes[3],
         MASK_ROWS=rows.tile_rows % block_rows != 0, MASK_COLS=rows.row_length % block_cols != 0,
         STRIDE_ALIGN=align, WIDE_LANES=span >= _INT32_LIMIT,
-        BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols)
+        BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols,
+        COL_STEP=max((rows.inner_strides[k] for k, mode in enumerate(modes)
+                      if mode == kernels.STEPPED.value), default=1))
     return args, constexprs, num_tiles

@@ -51,6 +51,12 @@ def _channels_last(dtype, device="cpu"):
     return m([2, 9, 6, 7], 1), self, m([2, 9, 6, 7], 3)
 
 
+def _channels_last_dense(dtype, device="cpu"):  # 8 channels: a tile holds them all, and the
+    m = _maker(dtype, device)                     # turned operand's tile is one run
+    self = m([2, 8, 5, 7], 2).to(memory_format=torch.channels_last)
+    return m([2, 8, 5, 7], 1), self, m([2, 8, 5, 7], 3)
+
+
 def _expanded_grad(dtype, device="cpu"):  # stride-0 grad_output, as autograd's expand makes
     m = _maker(dtype, device)
     return m([130], 1).expand(37, 130), m([37, 130], 2), m([130], 3)
@@ -73,4 +79,4 @@ def _rank3_broadcast(dtype, device="cpu"):
 
 LAYOUTS = {f.__name__[1:]: f for f in (
     _contiguous, _scalar_grad, _broadcast_target, _broadcast_self, _transposed_self, _sliced,
-    _channels_last, _expanded_grad, _rows_of_4, _rows_of_3, _rank3_broadcast)}
+    _channels_last, _channels_last_dense, _expanded_grad, _rows_of_4, _rows_of_3, _rank3_broadcast)}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import triton
 import triton.language as tl
 
@@ -254,11 +255,14 @@ def test_unstructured_access_on_a_flat_path_fails(monkeypatch):
     assert result.problems == []
 
 
-def test_a_stepped_operand_is_reported_strided_and_allowed_only_there():
+def test_a_stepped_operand_moves_unit_stride_runs_of_twice_its_bytes():
+    # self[:, ::2]: each tile row's run from its first element to its last, every second one
+    # kept on chip (kernels.STEPPED): no element strided in the UB, twice self's own bytes
     result = check_case(Case("stepped_self", F32, 4096, True), ascend_check.DEFAULT_TARGETS)
     assert result.problems == [] and result.access["self"] == "B"
-    assert not result.unit_innermost["self"] and result.unit_innermost["target"]
-    assert "~" in ascend_check.format_table([result])
+    assert result.unit_innermost["self"] and result.unit_innermost["target"]
+    assert result.transfer_bytes["self"] == 2 * result.transfer_bytes["target"]
+    assert result.minimum_per_element == 16 and "~" not in ascend_check.format_table([result])
 
 
 @pytest.mark.parametrize("layout, tile, transfer_bytes", [
@@ -467,3 +471,25 @@ def test_an_a5_log_is_read_for_its_boundary_and_plan():
     assert bishengir._allocated_ub_bytes(log) == 917504 // 8
     assert bishengir.status_of('error: ub overflow, requires 3145728 bits while 2031616 '
                                'bits available!') == "overflow"
+
+
+def test_a_turned_run_compiles_with_a_partial_column_tile_and_a_partial_row_form(
+        compiler, monkeypatch):
+    # Channels-last with all 64 channels in the tile moves the turned operand as one run
+    # (DENSE_TRANSPOSED); 6 x 10 pixels leave the column tile partial: one bounded run. The
+    # partial-row form stands for a channel count the tile does not divide: line by line.
+    shape = [8, 64, 6, 10]
+    monkeypatch.setitem(ascend_check.LAYOUTS, "channels_last_partial", (
+        lambda g, x, y, o: (ascend_check._meta([], g), ascend_check._meta(shape, x).to(
+            memory_format=torch.channels_last), ascend_check._meta(shape, y),
+            ascend_check._meta(shape, o)), True))
+    whole = Case("channels_last_partial", ("bf16",) * 4, 4096, True)
+    _, plan = ascend_check.plan_case(whole)
+    assert plan.constexprs["SELF_MODE"] == kernels.DENSE_TRANSPOSED.value
+    assert plan.constexprs["MASK_COLS"] and not plan.constexprs["MASK_ROWS"]
+    _, partial = ascend_check.plan_case(dataclasses.replace(whole, partial_rows=True))
+    assert partial.constexprs["SELF_MODE"] == kernels.TRANSPOSED.value
+    for case in (whole, dataclasses.replace(whole, partial_rows=True)):
+        result = check_case(case, ["Ascend910B3"], compiler)
+        assert result.lowered and not result.problems and result.status == "clean", \
+            (result.problems, result.error)

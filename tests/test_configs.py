@@ -57,6 +57,30 @@ def test_the_npu_default_is_the_measured_clean_tile(ub_plan):
     assert configs.largest_clean_block(FLAT_F32, multibuffer=False) == (8192, "measured")
 
 
+TURNED_BF16 = A2("strided", (3, 4, 0, 0), (2, 2), (2,), order=2)
+
+
+@pytest.mark.parametrize("single, expected", [
+    (16384, (16384, False)),   # only the single-buffered tile moves runs of 256 B: it wins
+    (8192, (8192, True)),      # no larger single-buffered tile: multibuffer kept
+])
+def test_the_npu_default_single_buffers_where_only_that_moves_full_speed_runs(
+        ub_plan, single, expected):
+    ub_plan({TURNED_BF16.key: {"multibuffer": 8192, "single": single}})
+    runs = {8192: 128, 16384: 256}    # bytes: the shorter side of a square 16-bit tile
+    config = configs.select_config("npu", 1 << 24, 1, 48, tile_kind=TURNED_BF16,
+                                   shortest_run=runs.get)
+    assert (config.block_size, config.multibuffer) == expected
+    assert ("single-buffered" in config.source) == (not expected[1])
+
+
+def test_the_npu_default_keeps_multibuffer_where_its_runs_are_long_enough(ub_plan):
+    ub_plan({TURNED_BF16.key: {"multibuffer": 8192, "single": 16384}})
+    config = configs.select_config("npu", 1 << 24, 1, 48, tile_kind=TURNED_BF16,
+                                   shortest_run=lambda block: configs.FULL_SPEED_RUN_BYTES)
+    assert (config.block_size, config.multibuffer) == (8192, True)
+
+
 def test_each_toolchain_has_its_own_plan_and_multibuffer_default(ub_plan):
     ub_plan({FLAT_F32.key: {"multibuffer": 2048, "single": 16384}}, toolchain="910_95")
     on_950 = replace(FLAT_F32, toolchain="910_95")

@@ -77,6 +77,9 @@ def _assert_runs_and_matches(case, compiler, cache) -> None:
                                              # on chip (vinterleave)
     ("expanded_grad", F32, False, 1),        # the guarded order on a [1, C] grad: its mask
                                              # broadcast (an i1 cast, vbrc, vcmp, vnot)
+    ("stepped_self", BF16, False, 1),        # a stepped slice: each row's run, thinned on
+                                             # chip (vdeinterleave)
+    ("channels_last_self", BF16, False, 1),  # a turned operand moved as one run
 ])
 def test_the_compiled_form_matches_float64_and_the_interpreter(compiler, cache, layout,
                                                                dtypes, negated, reduction):
@@ -166,6 +169,29 @@ def test_every_assumed_semantic_names_its_source():
 
 
 # --- the 950 series: vector functions of register ops (tools/ave_exec.py) -------------------
+
+def test_a_deinterleave_of_other_than_two_channels_fails_loudly():
+    def planned(attributes):
+        ub = "memref<128xf32, #hivm.address_space<ub>>"
+        half = "memref<64xf32, #hivm.address_space<ub>>"
+        return f"""module attributes {{}} {{
+  func.func @k(%arg0: memref<?xf32, #hivm.address_space<gm>>) attributes {{hacc.entry}} {{
+    %c0_i64 = arith.constant 0 : i64
+    %c512_i64 = arith.constant 512 : i64
+    %0 = hivm.hir.pointer_cast(%c0_i64) : {ub}
+    %1 = hivm.hir.pointer_cast(%c512_i64) : {half}
+    hivm.hir.vdeinterleave ins(%0 : {ub}) outs(%1 : {half}) {attributes}
+    return
+  }}
+}}
+"""
+    for channel in (0, 1):
+        mlir, _ = hivm_exec.translate(planned(f"channel_num = 2 index_mode = <CHANNEL_{channel}>"),
+                                      1024)
+        assert f"d0 * 2 + {channel}" in mlir
+    with pytest.raises(hivm_exec.UnknownHivm, match="vdeinterleave"):
+        hivm_exec.translate(planned("channel_num = 4 index_mode = <CHANNEL_0>"), 1024)
+
 
 # sliced_rows_of_4 (rows of 4 at a row stride of 64: a 2-D tile; contiguous rows of 4 move
 # flat) at the launcher's second tile (512 rows): the small shape's 3001 rows then make whole

@@ -282,6 +282,14 @@ def test_other_rows_keep_their_kernel(shapes):
     ("transposed_self", (32, 32), ("TILE", "TRANSPOSED", "TILE", "TILE")),
     ("transposed_out", (32, 32), ("SCALAR", "TILE", "TILE", "TRANSPOSED")),
     ("channels_last_self", (4, 64), ("TILE", "TRANSPOSED", "TILE", "TILE")),
+    # every channel in the tile: the turned operand's tile is one run (a partial column tile)
+    ("channels_last_dense_self", (4, 64), ("TILE", "DENSE_TRANSPOSED", "TILE", "TILE")),
+    ("channels_last_dense_out", (4, 64), ("SCALAR", "TILE", "TILE", "DENSE_TRANSPOSED")),
+    # a row every tile shares (broadcast across the rows, one column tile): loaded once
+    ("broadcast_self", (4, 256), ("SCALAR", "HELD_ROW", "TILE", "TILE")),
+    ("expanded_grad", (4, 256), ("HELD_ROW", "TILE", "HELD_ROW", "TILE")),
+    # a row longer than the tile's: moved with each tile
+    ("long_broadcast_self", (1, 1024), ("SCALAR", "COL_VECTOR", "TILE", "TILE")),
 ])
 def test_tile_shape_and_operand_modes(case, tile, modes):
     from mse_grad_triton import kernels
@@ -303,6 +311,21 @@ def test_tile_shape_and_operand_modes(case, tile, modes):
             make([2, 3, 8, 8], torch.float32, 1),
             make([2, 3, 8, 8], torch.float32, 2).to(memory_format=torch.channels_last),
             make([2, 3, 8, 8], torch.float32, 3), None),
+        "channels_last_dense_self": lambda: (
+            make([2, 4, 6, 10], torch.float32, 1),
+            make([2, 4, 6, 10], torch.float32, 2).to(memory_format=torch.channels_last),
+            make([2, 4, 6, 10], torch.float32, 3), None),
+        "channels_last_dense_out": lambda: (
+            torch.tensor(1.0), make([2, 4, 6, 10], torch.float32, 1),
+            make([2, 4, 6, 10], torch.float32, 2),
+            torch.empty(2, 4, 6, 10).to(memory_format=torch.channels_last)),
+        "broadcast_self": lambda: (torch.tensor(1.0), make([1, 200], torch.float32, 1),
+                                   make([50, 200], torch.float32, 2), None),
+        "expanded_grad": lambda: (make([200], torch.float32, 1).expand(50, 200),
+                                  make([50, 200], torch.float32, 2),
+                                  make([200], torch.float32, 3), None),
+        "long_broadcast_self": lambda: (torch.tensor(1.0), make([1, 3000], torch.float32, 1),
+                                        make([50, 3000], torch.float32, 2), None),
     }[case]()
     plan = _call(grad, self, target, "sum", out, "triton", False).plan
     assert plan.tile == tile
@@ -314,7 +337,8 @@ def test_tile_shape_and_operand_modes(case, tile, modes):
 
 # --- both gradients in one pass ------------------------------------------------------------
 
-@pytest.mark.parametrize("layout", ["contiguous", "scalar_grad", "transposed_self", "sliced"])
+@pytest.mark.parametrize("layout", ["contiguous", "scalar_grad", "transposed_self", "sliced",
+                                    "channels_last_dense"])
 @pytest.mark.parametrize("target_dtype", DTYPES, ids=str)
 def test_pair_returns_both_gradients(layout, target_dtype):
     grad, self, target = LAYOUTS[layout](torch.float16)
@@ -324,6 +348,98 @@ def test_pair_returns_both_gradients(layout, target_dtype):
     assert grad_self.dtype == torch.float16 and grad_target.dtype == target_dtype
     assert_ulp_close(grad_self, expected)
     assert_ulp_close(grad_target, -expected)
+
+
+@pytest.mark.parametrize("case, block_size, run", [
+    ("turned_bf16", 8192, 128),       # 128 x 64: the natural operands' rows of 64 x 2 B
+    ("turned_bf16", 16384, 256),      # 128 x 128
+    ("dense_bf16", 8192, 256),        # 64 x 128, the turned one a single 16 KB run
+    ("held_row_f32", 8192, 4 * 4096),  # 2 x 4096; the held self row is not moved per tile
+])
+def test_the_shortest_run_a_strided_tile_moves(case, block_size, run):
+    from mse_grad_triton import layout
+    from mse_grad_triton.launcher import shortest_run_bytes
+
+    def meta(shape, dtype=torch.bfloat16):
+        return torch.empty(shape, dtype=dtype, device="meta")
+    grad, self, target, out = {
+        "turned_bf16": lambda: (meta([]), meta([4096, 8192]).t(), meta([8192, 4096]),
+                                meta([8192, 4096])),
+        "dense_bf16": lambda: (meta([]), meta([8, 64, 32, 32]).to(
+            memory_format=torch.channels_last), meta([8, 64, 32, 32]), meta([8, 64, 32, 32])),
+        "held_row_f32": lambda: (meta([], torch.float32), meta([1, 4096], torch.float32),
+                                 meta([1000, 4096], torch.float32),
+                                 meta([1000, 4096], torch.float32)),
+    }[case]()
+    rows = layout.of_tensors((grad, self, target, out))
+    assert shortest_run_bytes(rows, (grad, self, target, out, None), block_size) == run
+
+
+@pytest.mark.parametrize("case, step", [
+    ("every_second", 2),           # x[:, ::2]: whole column tiles
+    ("odd_offset_to_the_end", 2),  # x[:, 1::2] of an odd width: the run ends at the storage's
+    ("every_fourth_partial", 4),   # end; x[:, ::4] over a partial column tile
+    ("both_inputs", 2),            # self and target stepped alike
+    ("mixed_steps", 1),            # two strides: element by element
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_a_stepped_slice_moves_unit_stride_runs_on_ascend(case, step, dtype):
+    from mse_grad_triton import backends, configs, kernels
+    from mse_grad_triton.launcher import plan_launch
+    grad, self, target = {
+        "every_second": lambda: (torch.tensor(1.5), make([40, 512], dtype, 1)[:, ::2],
+                                 make([40, 256], dtype, 2)),
+        "odd_offset_to_the_end": lambda: (make([40, 300], dtype, 3),
+                                          make([40, 601], dtype, 1)[:, 1::2],
+                                          make([40, 300], dtype, 2)),
+        "every_fourth_partial": lambda: (torch.tensor(1.5), make([40, 399], dtype, 1)[:, ::4],
+                                         make([40, 100], dtype, 2)),
+        "both_inputs": lambda: (torch.tensor(1.5), make([40, 600], dtype, 1)[:, ::2],
+                                make([40, 599], dtype, 2)[:, ::2]),
+        "mixed_steps": lambda: (torch.tensor(1.5), make([40, 600], dtype, 1)[:, ::2],
+                                make([40, 1200], dtype, 2)[:, ::4]),
+    }[case]()
+    out = torch.full(self.shape, float("nan"), dtype=dtype)
+    npu = backends.DeviceBackend("npu", "Ascend910B3", 40, False)
+    plan = plan_launch(grad, self, target, out, 1, npu, configs.KernelConfig(1024))
+    stepped = kernels.STEPPED.value if step > 1 else kernels.TILE.value
+    assert plan.constexprs["SELF_MODE"] == stepped and plan.constexprs["COL_STEP"] == step
+    assert plan.constexprs["TARGET_MODE"] == (stepped if case == "both_inputs"
+                                              else kernels.TILE.value)
+    backends.backend_for(self.device).launch(plan, (grad, self, target, out, out))
+    assert_ulp_close(out, reference(grad, self, target, "mean"))
+    cpu = plan_launch(grad, self, target, out, 1, backends.backend_for(self.device),
+                      configs.KernelConfig(1024))
+    assert cpu.constexprs["SELF_MODE"] == kernels.TILE.value  # elsewhere: strided accesses
+
+
+@pytest.mark.parametrize("step, element_strided", [(2, False), (8, False), (3, True)])
+def test_only_steps_the_tile_thins_on_chip_give_each_element_a_ub_slot(step, element_strided):
+    from mse_grad_triton import chips, layout
+    from mse_grad_triton.launcher import tile_kind
+    self = torch.empty(64, 256 * step, device="meta")[:, ::step]
+    operands = (torch.empty([], device="meta"), self, torch.empty(64, 256, device="meta"),
+                torch.empty(64, 256, device="meta"), None)
+    rows = layout.of_tensors(operands[:4])
+    kind = tile_kind(rows, operands, 1, chip=chips.chip("Ascend910B3"))
+    assert kind.element_strided == element_strided
+
+
+def test_a_turned_output_whose_tile_is_one_run_writes_both_gradients():
+    from mse_grad_triton import backends, configs, kernels
+    from mse_grad_triton.launcher import plan_launch
+    grad, self, target = torch.tensor(0.5), make([2, 4, 6, 10], torch.float32, 1), \
+        make([2, 4, 6, 10], torch.float32, 2)
+    out, negated = (torch.full([2, 4, 6, 10], float("nan")).to(memory_format=torch.channels_last)
+                    for _ in range(2))
+    backend = backends.backend_for(self.device)
+    plan = plan_launch(grad, self, target, out, 1, backend, configs.KernelConfig(1024),
+                       negated_out=negated)
+    assert plan.constexprs["OUT_MODE"] == kernels.DENSE_TRANSPOSED.value
+    backend.launch(plan, (grad, self, target, out, negated))
+    expected = reference(grad, self, target, "mean")
+    assert_ulp_close(out, expected)
+    assert_ulp_close(negated, -expected)
 
 
 def test_pair_mean_needs_equal_element_counts():

@@ -96,3 +96,13 @@ def test_every_hivm_vector_call_of_the_kernel_is_costed():
         assert (key, "fp32") in pipe_model.VECTOR_CYCLES or (key, "fp16") in \
             pipe_model.VECTOR_CYCLES
     assert pipe_model.intrinsic("vexotic_1d_float")[1] == "vexotic (not in the table) as VADD"
+
+
+def test_the_default_planning_rule_reads_the_small_packet_figures():
+    from mse_grad_triton import configs
+    # configs.FULL_SPEED_RUN_BYTES is the largest limit below which a packet is slowed
+    assert pipe_model.SMALL_PACKET[-1][0] == configs.FULL_SPEED_RUN_BYTES
+    full = pipe_model.per_core_gbps(pipe_model.HBM_TO_UB_GBPS, 40)
+    assert pipe_model.packet_gbps(pipe_model.HBM_TO_UB_GBPS, 40, 128) < full / 4
+    assert pipe_model.packet_gbps(pipe_model.HBM_TO_UB_GBPS, 40,
+                                  configs.FULL_SPEED_RUN_BYTES) == full

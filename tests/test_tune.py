@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from mse_grad_triton import explain, launcher, mse_loss_backward, tables, tune
+from mse_grad_triton import explain, kernels, launcher, mse_loss_backward, tables, tune
 from mse_grad_triton.testing import assert_ulp_close, make, reference
 
 pytestmark = pytest.mark.usefixtures("fresh_tables")
@@ -148,7 +148,9 @@ def test_the_transposed_path_tries_the_strided_form_and_a_failing_one_never_wins
 
     def turn_fails(grad, self_, target, out, code, backend, config=None, **kwargs):
         plan = real_launch(grad, self_, target, out, code, backend, config, **kwargs)
-        if plan.constexprs.get("SELF_MODE") == 4 or plan.constexprs.get("TARGET_MODE") == 4:
+        turned = (kernels.TRANSPOSED.value, kernels.DENSE_TRANSPOSED.value)
+        if plan.constexprs.get("SELF_MODE") in turned or \
+                plan.constexprs.get("TARGET_MODE") in turned:
             raise RuntimeError("on-chip transpose does not build here")
         return plan
     monkeypatch.setattr(launcher, "launch", turn_fails)

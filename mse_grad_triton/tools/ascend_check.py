@@ -330,14 +330,13 @@ def launcher_config(layout_name: str, dtypes, negated: bool = False,
                     reduction: int = Reduction.MEAN,
                     toolchain: str = "a2_a3") -> configs.KernelConfig:
     """The config the launcher picks for the layout without a tuned table (before shrinking
-    its tile for a small tensor): ``configs.select_config`` for its ``TileKind``."""
+    its tile for a small tensor): ``launcher.default_config``."""
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     negated_out = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    rows = layout.of_tensors(tensors)
-    chip = planning_chip(toolchain)
-    kind = launcher.tile_kind(rows, (*tensors, negated_out if negated else None), reduction,
-                              chip=chip)
-    return configs.select_config("npu", rows.row_length, rows.num_rows, 1, tile_kind=kind)
+    backend = backends.DeviceBackend("npu", planning_chip(toolchain).name, 1, False)
+    return launcher.default_config(layout.of_tensors(tensors),
+                                   (*tensors, negated_out if negated else None), reduction,
+                                   backend)
 
 
 def launcher_block(layout_name: str, dtypes, negated: bool = False,
@@ -402,7 +401,23 @@ def plan_case(case: Case, num_units: int = VECTOR_CORES):
         if not has_partial_form(plan):
             raise ValueError(f"{case}: no partial-row form (flat, or one row per tile)")
         plan = dataclasses.replace(plan, constexprs={**plan.constexprs, "MASK_ROWS": True})
+        plan = _partial_rows_turned(plan)
     return (*tensors, negated), plan
+
+
+def _partial_rows_turned(plan):
+    """A partial-row form's operands moved ``DENSE_TRANSPOSED`` as ``TRANSPOSED``: a tile of
+    partial rows never holds lines back to back (``launcher.tile_modes_for``), so the row count
+    the form stands for moves them line by line."""
+    names = MODE_OF[:4]
+    modes = [plan.constexprs[name] for name in names]
+    dense = kernels.DENSE_TRANSPOSED.value
+    if dense not in modes:
+        return plan
+    modes = [kernels.TRANSPOSED.value if mode == dense else mode for mode in modes]
+    args, constexprs, _ = launcher.strided_arguments(plan.layout, modes, plan.tile)
+    return dataclasses.replace(plan, scalar_args=(*plan.scalar_args[:2], *args),
+                               constexprs={**plan.constexprs, **constexprs, "MASK_ROWS": True})
 
 
 def has_partial_form(plan) -> bool:
@@ -635,6 +650,14 @@ def check_case(case: Case, targets: Sequence[str],
     result.transfer_bytes = {OPERANDS[i]: b for i, b in accesses.transfer_bytes.items()}
     result.unit_innermost = {OPERANDS[i]: u for i, u in accesses.unit_innermost.items()}
     result.minimum_per_element = sum(loaded) + sum(stored)
+    # A stepped input moves the unit-stride run from its first element to its last: its step
+    # times its own bytes (kernels.STEPPED), and no more.
+    step = plan.constexprs.get("COL_STEP", 1)
+    for k in range(3):
+        if plan.constexprs.get(MODE_OF[k]) == kernels.STEPPED.value:
+            result.minimum_per_element += (step - 1) * operands[k].element_size()
+            result.notes.append(f"{OPERANDS[k]} stepped by {step}: moved as unit-stride runs, "
+                                f"every {step}th element kept on chip")
     if compiler is not None:
         _compile_for(linalg, targets, compiler, result)
         if model and result.body is not None:
@@ -1008,7 +1031,8 @@ def _required_transfer_bytes(plan, operand: int, itemsizes: Sequence[int]) -> in
     return min(MIN_TRANSFER_BYTES, extent)
 
 
-_WALKED = (kernels.TILE.value, kernels.TRANSPOSED.value)
+_WALKED = (kernels.TILE.value, kernels.TRANSPOSED.value, kernels.DENSE_TRANSPOSED.value,
+           kernels.STEPPED.value)
 # The strided kernel's mode constexpr of each of OPERANDS.
 MODE_OF = ("GRAD_MODE", "SELF_MODE", "TARGET_MODE", "OUT_MODE", "OUT_MODE")
 # The flat kernel's constexprs that say an input holds one value per row.

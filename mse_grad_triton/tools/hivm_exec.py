@@ -83,6 +83,10 @@ SEMANTICS: Dict[str, Tuple[str, str]] = {
     "vinterleave": ("interleave_channel_nums = 2, 1-D: out[2i] = a[i], out[2i + 1] = b[i] (the "
                     "temp_buffer is scratch)", "the Triton ops it lowers (tt.join, tt.reshape: "
                     "tl.interleave); other channel counts and ranks are refused"),
+    "vdeinterleave": ("channel_num = 2, index_mode = <CHANNEL_0> or <CHANNEL_1>, 1-D: out[i] = "
+                      "in[2i] or in[2i + 1]", "the Triton ops it lowers (tt.reshape, tt.split: "
+                      "the first of each pair for CHANNEL_0); other channel counts and ranks "
+                      "are refused"),
     "get_block_idx": ("the program's index (one call per program)", "triton-ascend's grid"),
     "set_flag wait_flag pipe_barrier set_mask_norm set_ctrl": (
         "dropped: the execution is sequential", "what this layer cannot check"),
@@ -93,7 +97,7 @@ _ALLOWED_TAIL = re.compile(
     r"^(\s*(compare_mode = <\w+>|temp_buffer\([^)]*\)|permutation = \[[\d, ]+\]|"
     r"init_out_buffer = false|may_implicit_transpose_with_last_axis = false|"
     r"core_type = <VECTOR>|eviction_policy = <Evict\w+>|left_padding_num = %c0(_\d+)? : index|"
-    r"interleave_channel_nums = 2|"
+    r"interleave_channel_nums = 2|channel_num = 2|index_mode = <CHANNEL_[01]>|"
     r"broadcast(_dims)? = \[[\d, ]*\]))*\s*$")
 
 
@@ -300,6 +304,14 @@ class _Translator:
             half = "affine_map<(d0) -> (d0 floordiv 2)>"
             return self.generic(indent, ins, in_types, outs, out_types, self.interleaved,
                                 maps=[half, half, "affine_map<(d0) -> (d0)>"])
+        if name == "vdeinterleave":
+            channel = re.search(r"index_mode = <CHANNEL_([01])>", tail)
+            if (len(ins) != 1 or "channel_num = 2" not in tail or channel is None
+                    or len(_shape(out_types[0])[0]) != 1):
+                raise UnknownHivm(f"hivm.hir.vdeinterleave {tail.strip()!r}, {out_types[0]}")
+            pick = f"affine_map<(d0) -> (d0 * 2 + {channel.group(1)})>"
+            return self.generic(indent, ins, in_types, outs, out_types, self.copy,
+                                maps=[pick, "affine_map<(d0) -> (d0)>"])
         if name == "vtranspose":
             permutation = [int(p) for p in
                            re.search(r"permutation = \[([\d, ]+)\]", tail).group(1).split(",")]
@@ -405,6 +417,8 @@ def translate(planned: str, ub_bytes: int,
             out += translator.pointer_cast(indent, result, offset, type_)
         elif _OP.match(line):
             out += translator.op(line)
+        elif _UNIT_COLLAPSE.match(stripped):
+            out.append(indent + _unit_collapse_as_subview(stripped))
         elif _VECTOR_CALL.search(line):
             out.append(_VECTOR_CALL.sub(" :", line))
         elif "hivm." in stripped or "hacc." in stripped:
@@ -414,6 +428,20 @@ def translate(planned: str, ub_bytes: int,
     if entry is None:
         raise UnknownHivm("no entry function (hacc.entry)")
     return "\n".join(aliases + out) + "\n", entry
+
+
+# A collapse of a leading unit dimension whose stride is not the next one's extent (a row of a
+# larger buffer): bishengir's MLIR accepts it, upstream MLIR 19's verifier refuses it (a
+# stepped slice's row): the same view as a rank-reducing subview.
+_UNIT_COLLAPSE = re.compile(r"(%\w+) = memref\.collapse_shape (%\w+) \[\[0, 1\]\] : "
+                            r"(memref<1x(\d+)x(\w+), strided<\[\d+, 1\](?:, offset: [?\d]+)?>>) "
+                            r"into (memref<\d+x\w+, strided<\[1\](?:, offset: [?\d]+)?>>)$")
+
+
+def _unit_collapse_as_subview(line: str) -> str:
+    result, source, source_type, size, _, result_type = _UNIT_COLLAPSE.match(line).groups()
+    return (f"{result} = memref.subview {source}[0, 0] [1, {size}] [1, 1] : {source_type} to "
+            f"{result_type}")
 
 
 _VECTOR_CALL = re.compile(r" \{hivm\.vector_function(, no_inline|, ptc_simdvf)*\} :")

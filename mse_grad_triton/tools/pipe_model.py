@@ -99,6 +99,7 @@ _INTRINSICS = (
     ("vcopy", "VCOPY", None),
     ("transpose", "VCOPY", "an on-chip transpose as VCOPY over its bytes"),
     ("interleave", "VCOPY", "interleave as VCOPY over its bytes"),
+    ("deinterleave", "VCOPY", "deinterleave as VCOPY over its bytes"),
 )
 
 
