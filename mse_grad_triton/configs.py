@@ -212,7 +212,8 @@ def candidate_configs(kind: str, tile_kind: Optional[TileKind] = None,
     """Every configuration the tuner may try: on NPU (``tile_kind``) only tiles
     bishengir-compile plans cleanly (``largest_clean_block``) unless not ``runnable_only``
     (the gate compiles them all); on CUDA at most ``MAX_ELEMENTS_PER_THREAD`` elements per
-    thread; where ``transposed`` operands are turned on chip, also the strided form."""
+    thread; where ``transposed`` operands are turned on chip, also the strided form (not on
+    NPU)."""
     space = CANDIDATES[kind]
     names = list(space)
     configs = [KernelConfig(**dict(zip(names, values)), source="candidate")
@@ -223,6 +224,10 @@ def candidate_configs(kind: str, tile_kind: Optional[TileKind] = None,
     if kind == "cuda":
         configs = [c for c in configs
                    if c.block_size <= MAX_ELEMENTS_PER_THREAD * 32 * c.num_warps]
-    if transposed:  # the strided form beside the on-chip turn
+    # The strided form beside the on-chip turn, except on Ascend: there it walks the operand
+    # element by element, each in a 32-byte UB slot moved as a DMA of its own (bishengir-
+    # compile 1.2.0: a transposed self overflows the UB at every candidate tile; channels-last
+    # plans 1024, by the pipe model 8 % of the roofline, 0.19x aclnn). The turn is the path.
+    if transposed and kind != "npu":
         configs += [replace(c, transpose=False) for c in configs]
     return configs

@@ -138,13 +138,21 @@ def test_cuda_candidates_hold_at_most_eight_elements_per_thread():
     assert {(c.block_size, c.num_warps) for c in candidates} >= {(2048, 8), (1024, 4)}
 
 
-@pytest.mark.parametrize("backend", ["npu", "cuda", "cpu"])
+@pytest.mark.parametrize("backend", ["cuda", "cpu"])
 def test_a_transposed_layout_gets_the_strided_form_as_candidates_too(backend):
     plain = configs.candidate_configs(backend, FLAT_F32)
     both = configs.candidate_configs(backend, FLAT_F32, transposed=1)
     assert all(c.transpose for c in plain)
     assert {replace(c, transpose=True) for c in both if not c.transpose} \
         == {c for c in both if c.transpose}
+
+
+def test_on_npu_the_on_chip_turn_is_the_only_form():
+    # the strided form there gives every element a 32-byte UB slot and a DMA of its own
+    for runnable_only in (True, False):
+        turned = configs.candidate_configs("npu", FLAT_F32, transposed=1,
+                                           runnable_only=runnable_only)
+        assert turned and all(c.transpose for c in turned)
 
 
 def test_cuda_tiles_that_turn_an_operand_hold_four_elements_per_thread():
