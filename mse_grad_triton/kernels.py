@@ -346,6 +346,20 @@ def _held_row(pointer, rows, cols, col_stride, num_cols, MODE: tl.constexpr,
 
 
 @triton.jit
+def _input_tile(held, pointer, rows, cols, row_stride, col_stride, row_mask, col_mask,
+                cols_left, MODE: tl.constexpr, MASKED: tl.constexpr,
+                SKIP_PADDING: tl.constexpr, COMPUTE_DTYPE: tl.constexpr,
+                COL_STEP: tl.constexpr):
+    """An input's tile: ``held`` (``_held_row``) in ``HELD_ROW`` mode, else loaded."""
+    if MODE == HELD_ROW:
+        values = held
+    else:
+        values = _load_tile(pointer, rows, cols, row_stride, col_stride, row_mask, col_mask,
+                            cols_left, MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE, COL_STEP)
+    return values
+
+
+@triton.jit
 def _store_tile(pointer, values, rows, cols, row_stride, col_stride, row_mask, col_mask,
                 cols_left, MODE: tl.constexpr, MASKED: tl.constexpr):
     """Store a ``[BLOCK_ROWS, BLOCK_COLS]`` tile (``MODE`` TILE, TRANSPOSED or
@@ -449,24 +463,16 @@ def _strided_tile(grad, second, grad_pointer, self_pointer, target_pointer, out_
     grad_output unless ``SCALAR_GRAD``: then ``grad`` is its value), store the gradient (and
     its negation). Masks are used only when ``MASKED``. An input in ``HELD_ROW`` mode is not
     loaded: ``held_*`` is its tile."""
-    if SELF_MODE == HELD_ROW:
-        x = held_self
-    else:
-        x = _load_tile(self_pointer, rows, cols, self_row_step, self_col_step, row_mask,
-                       col_mask, cols_left, SELF_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE,
-                       COL_STEP)
-    if TARGET_MODE == HELD_ROW:
-        y = held_target
-    else:
-        y = _load_tile(target_pointer, rows, cols, target_row_step, target_col_step, row_mask,
-                       col_mask, cols_left, TARGET_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE,
-                       COL_STEP)
-    if GRAD_MODE == HELD_ROW:
-        grad = held_grad
-    elif not SCALAR_GRAD:
-        grad = _load_tile(grad_pointer, rows, cols, grad_row_step, grad_col_step, row_mask,
-                          col_mask, cols_left, GRAD_MODE, MASKED, SKIP_PADDING, COMPUTE_DTYPE,
-                          COL_STEP)
+    x = _input_tile(held_self, self_pointer, rows, cols, self_row_step, self_col_step,
+                    row_mask, col_mask, cols_left, SELF_MODE, MASKED, SKIP_PADDING,
+                    COMPUTE_DTYPE, COL_STEP)
+    y = _input_tile(held_target, target_pointer, rows, cols, target_row_step, target_col_step,
+                    row_mask, col_mask, cols_left, TARGET_MODE, MASKED, SKIP_PADDING,
+                    COMPUTE_DTYPE, COL_STEP)
+    if not SCALAR_GRAD:
+        grad = _input_tile(held_grad, grad_pointer, rows, cols, grad_row_step, grad_col_step,
+                           row_mask, col_mask, cols_left, GRAD_MODE, MASKED, SKIP_PADDING,
+                           COMPUTE_DTYPE, COL_STEP)
     result = tl.broadcast_to(_gradient(grad, second, x, y, scale, ORDER),
                              (BLOCK_ROWS, BLOCK_COLS))
     _store_tile(out_pointer, result, rows, cols, out_row_step, out_col_step, row_mask,

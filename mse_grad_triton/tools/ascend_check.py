@@ -400,8 +400,8 @@ def plan_case(case: Case, num_units: int = VECTOR_CORES):
     if case.partial_rows:
         if not has_partial_form(plan):
             raise ValueError(f"{case}: no partial-row form (flat, or one row per tile)")
-        plan = dataclasses.replace(plan, constexprs={**plan.constexprs, "MASK_ROWS": True})
         plan = _partial_rows_turned(plan)
+        plan = dataclasses.replace(plan, constexprs={**plan.constexprs, "MASK_ROWS": True})
     return (*tensors, negated), plan
 
 
@@ -417,7 +417,7 @@ def _partial_rows_turned(plan):
     modes = [kernels.TRANSPOSED.value if mode == dense else mode for mode in modes]
     args, constexprs, _ = launcher.strided_arguments(plan.layout, modes, plan.tile)
     return dataclasses.replace(plan, scalar_args=(*plan.scalar_args[:2], *args),
-                               constexprs={**plan.constexprs, **constexprs, "MASK_ROWS": True})
+                               constexprs={**plan.constexprs, **constexprs})
 
 
 def has_partial_form(plan) -> bool:
