@@ -204,6 +204,8 @@ def test_a_deinterleave_of_other_than_two_channels_fails_loudly():
     ("rows_of_4", BF16, False, 1, 2),        # short rows moved flat, the target repeated
                                              # (vintlv), at the smallest tile: 12 tiles
     ("transposed_out", F16, False, 1, 0),    # the on-chip turn: index vectors and gathers
+    ("expanded_grad", F32, False, 1, 1),     # a held row's order mask, spilled to UB once
+                                             # per program and reloaded in every tile
 ])
 def test_the_950s_compiled_form_matches_float64_and_the_interpreter(compiler_950, cache, layout,
                                                                     dtypes, negated, reduction,
@@ -226,6 +228,29 @@ def test_a_wrong_lane_order_is_caught(compiler_950, cache, monkeypatch):
     monkeypatch.setattr(ave_exec.VectorFunction, "op_vdintlv", swapped)
     broken = ascend_exec.run_case(case, "small", compiler_950, cache)
     assert broken.problem, "a wrong deinterleave went unnoticed"
+
+
+def test_a_wrong_mask_reload_is_caught(compiler_950, cache, monkeypatch):
+    # The held row's mask goes through UB (masked_store NORM_B8, vload NORM of an i1
+    # vector): reloaded inverted, the tiles take the other evaluation order, whose rounding
+    # differs from the interpreter's.
+    case = _launcher_case("expanded_grad", F32, toolchain="910_95", tile=1)
+    load = ave_exec.VectorFunction.op_vload
+    inverted = []
+
+    def inverting(self, results, operands, types, alignment, unaligned, out):
+        load(self, results, operands, types, alignment, unaligned, out)
+        if types.endswith("xi1>"):
+            true, flipped = self.fresh(), self.fresh()
+            out += [f"{true} = arith.constant dense<true> : {self.types[results[0]]}",
+                    f"{flipped} = arith.xori {results[0]}, {true} : {self.types[results[0]]}"]
+            self.types[flipped] = self.types[results[0]]
+            self.aliases[results[0]] = flipped
+            inverted.append(results[0])
+
+    monkeypatch.setattr(ave_exec.VectorFunction, "op_vload", inverting)
+    broken = ascend_exec.run_case(case, "small", compiler_950, cache)
+    assert inverted and broken.problem, "an inverted mask reload went unnoticed"
 
 
 def _vector_function(body: str) -> str:

@@ -35,6 +35,10 @@ SEMANTICS: Dict[str, Tuple[str, str]] = {
     "vload NORM / masked_store NORM_B32, NORM_B16": (
         "contiguous elements, one per lane, at the view's element (masked lanes only, on store)",
         "distribution 'norm'"),
+    "vload NORM / masked_store NORM_B8 of an i1 vector": (
+        "a mask spilled to an i1 UB buffer and read back: lane k to or from bit k (the "
+        "planner gives a 4096xi1 buffer 512 bytes; only the vector functions touch it)",
+        "the planned offsets; hivm_exec's bit pool models i1 buffers one bit per element"),
     "vload UNPK_B16 / masked_store PK_B32": (
         "aligned: element i to or from the low half of 32-bit slot i (unpack / pack); with "
         "ave.unaligned_ub_access: a packed stream of 16-bit elements (no unpacking), which the "
@@ -295,7 +299,7 @@ class VectorFunction:
             scalar = self.fresh()
             out += [f"{scalar} = memref.load {view}[{position}] : {view_type}",
                     f"{result} = vector.broadcast {scalar} : {element} to {physical}"]
-        elif mode == "NORM" and _BITS[element] == alignment:
+        elif mode == "NORM" and (_BITS[element] == alignment or element == "i1"):
             out.append(f"{result} = vector.load {view}[{position}] : {view_type}, {physical}")
         elif mode == "UNPK_B16" and _BITS[element] == 16 and alignment == 32:
             if unaligned:   # a packed stream: vintlv unpacks it
@@ -328,6 +332,7 @@ class VectorFunction:
                     f"memref.store {scalar}, {view}[{position}] : {view_type}"]
             return
         if mode in ("NORM_B32", "NORM_B16") and _BITS[element] == int(mode[-2:]) \
+                and mask_lanes == lanes or mode == "NORM_B8" and element == "i1" \
                 and mask_lanes == lanes:
             stored = value
         elif mode == "PK_B32" and _BITS[element] == 16 and mask_lanes == lanes // 2:
