@@ -224,7 +224,7 @@ def add_modelled(rows: List[Row], device: torch.device) -> str:
         grad, self, target_t = make_case(row.case, DTYPES[row.dtype], row.numel, meta)
         out = torch.empty(torch.broadcast_shapes(grad.shape, self.shape, target_t.shape),
                           dtype=self.dtype, device=meta)
-        plan = launcher.plan_launch(grad, self, target_t, out, CASES[row.case], npu)
+        plan = launcher.plan_call(grad, self, target_t, out, CASES[row.case], npu)
         modelled, reason = ascend_check.model_launch((grad, self, target_t, out, None), plan,
                                                      target)
         aclnn = ascend_check.model_aclnn((grad, self, target_t, out), npu.num_units)

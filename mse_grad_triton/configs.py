@@ -85,7 +85,7 @@ class TileKind:
     # An operand walked along the tile's columns at a stride other than 1 (a stepped slice,
     # the strided form of a permuted operand): each element gets a UB slot of its own.
     element_strided: bool = False
-    order: int = 0                  # the kernel's ORDER (launcher.evaluation_order)
+    order: int = 0                  # the kernel's ORDER (planning.evaluation_order)
 
     @property
     def key(self) -> str:

@@ -81,7 +81,7 @@ def _load(pointers, mask, COMPUTE_DTYPE: tl.constexpr, SKIP_PADDING: tl.constexp
 
 
 # How the gradient is evaluated: the ORDER constexpr, chosen per launch by the launcher
-# (``launcher.evaluation_order``). Each keeps every intermediate in range where it is used.
+# (``planning.evaluation_order``). Each keeps every intermediate in range where it is used.
 GUARDED = tl.constexpr(0)         # per element: the scale on whichever factor keeps it in range
 PRODUCT_FIRST = tl.constexpr(1)   # (grad * difference) * scale: the scale is >= 1 (none, sum),
                                   # or every input is fp16 (no fp32 extreme is reachable)
@@ -218,7 +218,7 @@ COL_VECTOR = tl.constexpr(2)  # broadcast across rows (row_stride 0): [BLOCK_COL
 SCALAR = tl.constexpr(3)      # broadcast over the whole tile: one element per tile
 TRANSPOSED = tl.constexpr(4)  # unit stride along the rows: moved [BLOCK_COLS, BLOCK_ROWS],
                               # turned with tl.trans on chip
-# Two refinements the launcher makes once the tile is known (``launcher.tile_modes_for``):
+# Two refinements the launcher makes once the tile is known (``planning.tile_modes_for``):
 HELD_ROW = tl.constexpr(5)    # COL_VECTOR the same for every tile (broadcast over every outer
                               # dimension, its row one column tile): loaded once per program
 DENSE_TRANSPOSED = tl.constexpr(6)  # TRANSPOSED whose lines lie back to back (a line stride of

@@ -32,7 +32,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from . import autotune, backends, cli, configs, launcher, layout, tables, triton_compat, validation
+from . import (
+    autotune,
+    backends,
+    cli,
+    configs,
+    launcher,
+    layout,
+    planning,
+    tables,
+    triton_compat,
+    validation,
+)
 from .reduction import Reduction
 from .testing import MAX_ULP, make, max_ulp_error
 from .timing import Timer, device_timer, host_timer, wall_time
@@ -174,9 +185,9 @@ def _candidates(operands, backend, reduction: int = Reduction.MEAN
     the row is cut to the row, so some coincide: each is kept once); and a record of each
     candidate that is not runnable (on NPU: bishengir-compile does not plan it cleanly)."""
     rows = layout.of_tensors(operands)
-    kind = (launcher.tile_kind(rows, (*operands, None), reduction, chip=backend.chip)
+    kind = (planning.tile_kind(rows, (*operands, None), reduction, chip=backend.chip)
             if backend.kind == "npu" else None)
-    transposed = 0 if rows.flat else launcher.transposed_operands(rows.tile_modes(), False)
+    transposed = 0 if rows.flat else planning.transposed_operands(rows.tile_modes(), False)
     runnable = configs.candidate_configs(backend.kind, kind, transposed)
     unrunnable = [{"config": configs.table_fields(c),
                    "failed": "not runnable: bishengir-compile does not plan it cleanly "
@@ -184,9 +195,9 @@ def _candidates(operands, backend, reduction: int = Reduction.MEAN
                   for c in configs.candidate_configs(backend.kind, kind, transposed,
                                                      runnable_only=False)
                   if c not in runnable]
-    candidates = [launcher.plan_launch(*operands, reduction, backend).config]
+    candidates = [planning.plan_launch(*operands, reduction, backend).config]
     for config in runnable:
-        effective = launcher.plan_launch(*operands, reduction, backend, config).config
+        effective = planning.plan_launch(*operands, reduction, backend, config).config
         if all(configs.table_fields(effective) != configs.table_fields(c) for c in candidates):
             candidates.append(effective)
     return candidates, unrunnable
@@ -202,7 +213,7 @@ def _rank(operands, candidates, ranking: ModelRanking,
     five = (*operands, None)
     ranked = {}
     for index, config in enumerate(candidates):
-        plan = launcher.plan_launch(*operands, reduction, npu, config)
+        plan = planning.plan_launch(*operands, reduction, npu, config)
         modelled, reason = ascend_check.model_launch(five, plan, ranking.target)
         ranked[index] = (modelled.seconds, "") if modelled else (float("inf"), reason)
     return ranked

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from mse_grad_triton import backends, chips, launcher
+from mse_grad_triton import backends, chips, planning
 
 
 def test_every_series_and_toolchain_is_known():
@@ -46,7 +46,7 @@ def test_the_launcher_plans_each_series_with_its_own_facts():
     for name in ("Ascend910B3", "Ascend910_9599"):
         npu = backends.DeviceBackend("npu", name, chips.chip(name).vector_cores, False)
         assert npu.chip is chips.known()[name]
-        plans[name] = launcher.plan_launch(*operands, 1, npu).config
+        plans[name] = planning.plan_launch(*operands, 1, npu).config
     assert plans["Ascend910B3"].multibuffer and not plans["Ascend910_9599"].multibuffer
     assert "ub_plan.json" in plans["Ascend910_9599"].source
     assert backends.DeviceBackend("cuda", "H100", 132, True).chip is None

@@ -6,7 +6,16 @@ import json
 import pytest
 import torch
 
-from mse_grad_triton import explain, kernels, launcher, mse_loss_backward, tables, tune
+from mse_grad_triton import (
+    explain,
+    kernels,
+    launcher,
+    layout,
+    mse_loss_backward,
+    planning,
+    tables,
+    tune,
+)
 from mse_grad_triton.testing import assert_ulp_close, make, reference
 
 pytestmark = pytest.mark.usefixtures("fresh_tables")
@@ -175,7 +184,7 @@ def test_on_npu_a_candidate_the_compiler_does_not_plan_cleanly_is_recorded_not_r
     operands = (torch.empty([], device="meta"), torch.empty(shape, device="meta"),
                 torch.empty(shape, device="meta"), torch.empty(shape, device="meta"))
     candidates, unrunnable = tune._candidates(operands, npu)
-    kind = launcher.tile_kind(launcher.layout.of_tensors(operands), (*operands, None), 1,
+    kind = planning.tile_kind(layout.of_tensors(operands), (*operands, None), 1,
                               chip=npu.chip)
     for config in candidates:
         assert config.block_size <= configs.largest_clean_block(kind, config.multibuffer)[0]

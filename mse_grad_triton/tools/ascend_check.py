@@ -61,7 +61,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from .. import backends, chips, cli, configs, kernels, launcher, layout, tables, triton_compat
+from .. import backends, chips, cli, configs, kernels, layout, planning, tables, triton_compat
 from ..kernels import MAX_OUTER_DIMS
 from ..reduction import Reduction, gradient_scale
 from . import bishengir, goals, hivm, pipe_model
@@ -184,7 +184,7 @@ class Case(LayoutCase):
     negated: bool = False              # also write the target's gradient (-out)
     transpose: bool = True             # KernelConfig.transpose (False: the strided form)
     # The reduction: mean, or none where a full grad_output makes the kernel evaluate the
-    # product in another order (launcher.evaluation_order): another specialisation.
+    # product in another order (planning.evaluation_order): another specialisation.
     reduction: int = Reduction.MEAN
     toolchain: str = "a2_a3"           # chips.Toolchain.name: how it lowers and compiles
     # The row count is not a multiple of the tile's rows (MASK_ROWS): the masked edge tile is
@@ -307,7 +307,7 @@ def reductions(layout_name: str, dtypes) -> Tuple[int, ...]:
     launcher evaluates its product in another order then (a full grad_output)."""
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     rows = layout.of_tensors(tensors)
-    mean, none = (launcher.evaluation_order(rows.scalar_grad, [t.dtype for t in tensors[:3]],
+    mean, none = (planning.evaluation_order(rows.scalar_grad, [t.dtype for t in tensors[:3]],
                                             gradient_scale(code, tensors[1].numel()))
                   for code in (Reduction.MEAN, Reduction.NONE))
     return (Reduction.MEAN,) if mean == none else (Reduction.MEAN, Reduction.NONE)
@@ -330,11 +330,11 @@ def launcher_config(layout_name: str, dtypes, negated: bool = False,
                     reduction: int = Reduction.MEAN,
                     toolchain: str = "a2_a3") -> configs.KernelConfig:
     """The config the launcher picks for the layout without a tuned table (before shrinking
-    its tile for a small tensor): ``launcher.default_config``."""
+    its tile for a small tensor): ``planning.default_config``."""
     tensors = LAYOUTS[layout_name][0](*(DTYPES[d] for d in dtypes))
     negated_out = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
     backend = backends.DeviceBackend("npu", planning_chip(toolchain).name, 1, False)
-    return launcher.default_config(layout.of_tensors(tensors),
+    return planning.default_config(layout.of_tensors(tensors),
                                    (*tensors, negated_out if negated else None), reduction,
                                    backend)
 
@@ -362,7 +362,7 @@ def _configs_for(layout_name: str, dtypes, negated: bool = False) -> List[config
     """Every candidate (runnable or not: finding out is the gate's job) and every config of a
     shipped table."""
     tensors, plan = plan_case(Case(layout_name, dtypes, 1024, True, negated))
-    transposed = launcher.transposed_operands(plan.layout.tile_modes(), negated) \
+    transposed = planning.transposed_operands(plan.layout.tile_modes(), negated) \
         if not plan.layout.flat else 0
     unique = {(c.block_size, c.multibuffer, c.transpose): c
               for c in configs.candidate_configs("npu", transposed=transposed,
@@ -395,7 +395,7 @@ def plan_case(case: Case, num_units: int = VECTOR_CORES):
                                   transpose=case.transpose)
     # The target's gradient has the output's shape and strides, in the target's dtype.
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    plan = launcher.plan_launch(*tensors, case.reduction, backend, config,
+    plan = planning.plan_launch(*tensors, case.reduction, backend, config,
                                 negated if case.negated else None)
     if case.partial_rows:
         if not has_partial_form(plan):
@@ -407,7 +407,7 @@ def plan_case(case: Case, num_units: int = VECTOR_CORES):
 
 def _partial_rows_turned(plan):
     """A partial-row form's operands moved ``DENSE_TRANSPOSED`` as ``TRANSPOSED``: a tile of
-    partial rows never holds lines back to back (``launcher.tile_modes_for``), so the row count
+    partial rows never holds lines back to back (``planning.tile_modes_for``), so the row count
     the form stands for moves them line by line."""
     names = MODE_OF[:4]
     modes = [plan.constexprs[name] for name in names]
@@ -415,7 +415,7 @@ def _partial_rows_turned(plan):
     if dense not in modes:
         return plan
     modes = [kernels.TRANSPOSED.value if mode == dense else mode for mode in modes]
-    args, constexprs, _ = launcher.strided_arguments(plan.layout, modes, plan.tile)
+    args, constexprs, _ = planning.strided_arguments(plan.layout, modes, plan.tile)
     return dataclasses.replace(plan, scalar_args=(*plan.scalar_args[:2], *args),
                                constexprs={**plan.constexprs, **constexprs})
 
@@ -635,7 +635,7 @@ def check_case(case: Case, targets: Sequence[str],
     tensors, plan = plan_case(case)
     result.path = plan.path
     operands = (*tensors[:4], tensors[4] if case.negated else None)
-    result.tile_kind = launcher.tile_kind(plan.layout, operands, case.reduction,
+    result.tile_kind = planning.tile_kind(plan.layout, operands, case.reduction,
                                           case.transpose, chip=case.chip).key
     linalg = _lower_for(plan, tensors, targets, result)
     if linalg is None:
@@ -644,7 +644,7 @@ def check_case(case: Case, targets: Sequence[str],
     block = result.block_size = plan.config.block_size
     accesses = classify(linalg, num_pointers=len(OPERANDS))
     result.access = {name: accesses.kinds[i] for i, name in enumerate(OPERANDS)}
-    loaded, stored = launcher.tile_itemsizes(plan.layout, operands)
+    loaded, stored = planning.tile_itemsizes(plan.layout, operands)
     result.moved_per_element = sum(accesses.block_bytes.values()) / block
     result.tile = plan.tile
     result.transfer_bytes = {OPERANDS[i]: b for i, b in accesses.transfer_bytes.items()}
@@ -1187,7 +1187,7 @@ def small_calls(results: Sequence[Result]) -> List[SmallCall]:
         for target, cores in ((t, result.vector_cores.get(t)) for t in result.modelled):
             for elements in goals.SMALL_ELEMENTS:
                 operands = small_operands(result.case, elements)
-                plan = launcher.plan_launch(*operands, result.case.reduction,
+                plan = planning.plan_launch(*operands, result.case.reduction,
                                             npu_backend(target))
                 case = dataclasses.replace(result.case, block_size=plan.config.block_size,
                                            multibuffer=plan.config.multibuffer)

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import backends, chips, cli, configs, launcher
+from .. import backends, chips, cli, configs, launcher, planning
 from ..reduction import Reduction
 from ..testing import MAX_ULP, make, make_like, max_ulp_error, storage_extent
 from . import ascend_check, bishengir, hivm_exec
@@ -177,7 +177,7 @@ def run_case(case: ascend_check.Case, shape: str, compiler: bishengir.Compiler,
     npu = backends.DeviceBackend("npu", chip.name, units, False)
     config = configs.KernelConfig(block_size=case.block_size, multibuffer=case.multibuffer,
                                   transpose=case.transpose)
-    plan = launcher.plan_launch(grad, self_, target, out, case.reduction, npu, config, negated)
+    plan = planning.plan_launch(grad, self_, target, out, case.reduction, npu, config, negated)
     result.programs, result.tile = plan.num_programs, plan.tile
     pointers = (grad, self_, target, out, negated if negated is not None else out)
     spec = ascend_check.specialise(plan.kernel, (*pointers, *plan.scalar_args), plan.constexprs,

@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from .. import backends, cli, configs, kernels, launcher, triton_compat
+from .. import backends, cli, configs, kernels, planning, triton_compat
 from ..reduction import Reduction
 from . import ascend_check
 from .ascend_check import DTYPES, LAYOUTS, OPERANDS, LayoutCase
@@ -116,7 +116,7 @@ def plan_case(case: Case):
     config = (configs.KernelConfig(block_size=case.block_size, num_warps=case.num_warps)
               if case.block_size else None)
     negated = tensors[3].new_empty(tensors[3].shape, dtype=tensors[2].dtype)
-    plan = launcher.plan_launch(*tensors, case.reduction, GPU, config,
+    plan = planning.plan_launch(*tensors, case.reduction, GPU, config,
                                 negated if case.negated else None)
     return (*tensors, negated), plan
 
@@ -223,7 +223,7 @@ def check_case(case: Case, archs: Sequence[int]) -> List[Result]:
     """Compile one specialisation for every architecture and inspect it."""
     tensors, plan = plan_case(case)
     itemsizes = [t.element_size() for t in tensors]
-    expected = sum(launcher.tile_operands(plan.layout, case.negated), ())
+    expected = sum(planning.tile_operands(plan.layout, case.negated), ())
     results = []
     for arch in archs:
         result = Result(case, arch, plan.path, plan.config.block_size)
