@@ -100,7 +100,9 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         if rows.path == "strided":  # nothing to turn: one canonical config, whatever the knob
             config = replace(config, transpose=True)
         config = configs.fit_for_transposes(device_backend.kind, config, transposed)
-        tile = tile_shape(rows, config.block_size, transposed > 0)
+        tile = tile_shape(rows, config.block_size, transposed > 0,
+                          min_tile_cols(modes, (*operands, negated_out),
+                                        device_backend.kind == "npu"))
         scalar_args, strided_constexprs, num_tiles = strided_arguments(
             rows, tile_modes_for(rows, modes, tile, device_backend.kind == "npu"), tile)
         scalar_args = (*scale, *scalar_args)
@@ -201,16 +203,35 @@ def transposed_operands(modes: Tuple[int, ...], negated: bool) -> int:
     return transposed + (negated and bool(modes) and modes[3] == kernels.TRANSPOSED.value)
 
 
-def tile_shape(rows: Layout, block_size: int, square: bool) -> Tuple[int, int]:
+def min_tile_cols(modes: Tuple[int, ...], operands, npu: bool) -> int:
+    """The fewest columns a tile that turns operands on chip may take (``tile_shape``): on
+    Ascend (``npu``), where more tensors move whole tiles along the tile's rows (``TILE``:
+    DMA runs of ``BLOCK_COLS`` elements) than along its columns (``TRANSPOSED``: runs of
+    ``BLOCK_ROWS``), enough for the majority's runs to reach ``configs.FULL_SPEED_RUN_BYTES``
+    (a DMA packet under 256 B moves slower: Huawei's small-packet figures, REFERENCE.md
+    section 9; a 16-bit 8192-element tile near square has 128-byte runs on one side); else 1
+    (as near square as it fits). ``operands``: grad_output, self, target, out, negated_out
+    or None (moved as ``out``)."""
+    negated = operands[4] is not None
+    natural = [k for k, mode in enumerate(modes) if mode == kernels.TILE.value]
+    natural += [4] if negated and natural and natural[-1] == 3 else []
+    if not npu or len(natural) <= transposed_operands(modes, negated):
+        return 1
+    return configs.FULL_SPEED_RUN_BYTES // min(operands[k].element_size() for k in natural)
+
+
+def tile_shape(rows: Layout, block_size: int, square: bool,
+               min_cols: int = 1) -> Tuple[int, int]:
     """``(BLOCK_ROWS, BLOCK_COLS)`` of a strided tile of about ``block_size`` elements: as
     wide as the row (short rows pack many rows per tile), or ``square`` (an operand is moved
-    along the rows: both of its transfer dimensions long) as near square as it fits."""
+    along the rows: both of its transfer dimensions long) as near square as it fits with at
+    least ``min_cols`` columns (``min_tile_cols``)."""
     def ceil_pow2(n: int) -> int:
         return 1 << (n - 1).bit_length()
 
     cols_wanted = ceil_pow2(rows.row_length)
-    block_cols = min(cols_wanted, 1 << (block_size.bit_length() - 1) // 2 if square
-                     else block_size)
+    square_cols = min(block_size, max(1 << (block_size.bit_length() - 1) // 2, min_cols))
+    block_cols = min(cols_wanted, square_cols if square else block_size)
     block_rows = min(ceil_pow2(rows.tile_rows), block_size // block_cols)
     return block_rows, min(cols_wanted, block_size // block_rows)
 
@@ -261,7 +282,8 @@ def shortest_run_bytes(rows: Layout, operands, block_size: int) -> int:
     is not moved per tile."""
     modes = rows.tile_modes()
     block_rows, block_cols = tile = tile_shape(
-        rows, block_size, transposed_operands(modes, operands[4] is not None) > 0)
+        rows, block_size, transposed_operands(modes, operands[4] is not None) > 0,
+        min_tile_cols(modes, operands, npu=True))
     modes = tile_modes_for(rows, modes, tile, npu=True)
     runs = []
     for k, operand in enumerate(operands):

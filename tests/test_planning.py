@@ -10,7 +10,7 @@ from mse_grad_triton.testing import assert_ulp_close, make, reference
 
 
 @pytest.mark.parametrize("case, block_size, run", [
-    ("turned_bf16", 8192, 128),       # 128 x 64: the natural operands' rows of 64 x 2 B
+    ("turned_bf16", 8192, 128),       # 64 x 128: the turned operand's lines of 64 x 2 B
     ("turned_bf16", 16384, 256),      # 128 x 128
     ("dense_bf16", 8192, 256),        # 64 x 128, the turned one a single 16 KB run
     ("held_row_f32", 8192, 4 * 4096),  # 2 x 4096; the held self row is not moved per tile
@@ -30,6 +30,32 @@ def test_the_shortest_run_a_strided_tile_moves(case, block_size, run):
     }[case]()
     rows = layout.of_tensors((grad, self, target, out))
     assert planning.shortest_run_bytes(rows, (grad, self, target, out, None), block_size) == run
+
+
+@pytest.mark.parametrize("dtype, block_size, npu_tile, cpu_tile", [
+    (torch.bfloat16, 8192, (64, 128), (128, 64)),  # the natural three: runs of 256 B on NPU
+    (torch.bfloat16, 4096, (32, 128), (64, 64)),
+    (torch.float32, 4096, (64, 64), (64, 64)),     # square is 256 B both ways already
+    (torch.float32, 2048, (32, 64), (64, 32)),
+])
+def test_on_ascend_a_turned_tile_gives_the_majority_full_speed_runs(dtype, block_size,
+                                                                    npu_tile, cpu_tile):
+    # A transposed self beside a full grad, target and out: three tensors move whole tiles
+    # along the tile's rows (runs of BLOCK_COLS), one along its columns.
+    grad, target, out = (torch.empty(1000, 4096, dtype=dtype, device="meta") for _ in range(3))
+    self = torch.empty(4096, 1000, dtype=dtype, device="meta").t()
+    config = configs.KernelConfig(block_size)
+    tiles = [planning.plan_launch(grad, self, target, out, 0, device, config).tile
+             for device in (backends.DeviceBackend("npu", "Ascend910B3", 40, False),
+                            backends.backend_for(torch.device("cpu")))]
+    assert tiles == [npu_tile, cpu_tile]
+    rows = layout.of_tensors((grad, self, target, out))
+    assert planning.min_tile_cols(rows.tile_modes(), (grad, self, target, out, None), True) \
+        == configs.FULL_SPEED_RUN_BYTES // dtype.itemsize
+    # Two turned against one natural (out): the tile keeps its shape.
+    both = torch.empty(4096, 1000, dtype=dtype, device="meta").t()
+    assert planning.min_tile_cols(layout.of_tensors((grad, self, both, out)).tile_modes(),
+                                  (grad, self, both, out, None), True) == 1
 
 
 @pytest.mark.parametrize("case, step", [
