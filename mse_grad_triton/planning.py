@@ -11,7 +11,8 @@ One pure function, ``plan_launch``, which the launcher, the gates (``tools/ascen
    each size would move, ``shortest_run_bytes``);
 3. the evaluation order (``evaluation_order``);
 4. the kernel: flat (a flat layout, or rows narrower than ``NARROW_ROW_BYTES`` moved flat,
-   ``per_row_inputs``) or strided: its tile shape (``tile_shape``), each operand's mode
+   ``per_row_inputs``) or strided: its tile shape (``tile_shape``; on Ascend a tile that
+   turns operands on chip takes at least ``min_tile_cols`` columns), each operand's mode
    refined for that tile (``tile_modes_for``) and the integer arguments
    (``strided_arguments``);
 5. the grid: at most the device's units times the config's programs per unit.
