@@ -215,7 +215,7 @@ def min_tile_cols(modes: Tuple[int, ...], operands, npu: bool) -> int:
     or None (moved as ``out``)."""
     negated = operands[4] is not None
     natural = [k for k, mode in enumerate(modes) if mode == kernels.TILE.value]
-    natural += [4] if negated and natural and natural[-1] == 3 else []
+    natural += [4] if negated and modes[3] == kernels.TILE.value else []
     if not npu or len(natural) <= transposed_operands(modes, negated):
         return 1
     return configs.FULL_SPEED_RUN_BYTES // min(operands[k].element_size() for k in natural)

@@ -331,9 +331,9 @@ class VectorFunction:
             out += [f"{scalar} = vector.extract {value}[0] : {element} from {self.types[value]}",
                     f"memref.store {scalar}, {view}[{position}] : {view_type}"]
             return
-        if mode in ("NORM_B32", "NORM_B16") and _BITS[element] == int(mode[-2:]) \
-                and mask_lanes == lanes or mode == "NORM_B8" and element == "i1" \
-                and mask_lanes == lanes:
+        one_per_lane = (mode in ("NORM_B32", "NORM_B16") and _BITS[element] == int(mode[-2:])
+                        or mode == "NORM_B8" and element == "i1")  # a spilled mask
+        if one_per_lane and mask_lanes == lanes:
             stored = value
         elif mode == "PK_B32" and _BITS[element] == 16 and mask_lanes == lanes // 2:
             if unaligned:   # vdintlv packed it: the stream's first elements, one per lane
