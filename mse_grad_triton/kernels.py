@@ -14,15 +14,16 @@ transposition need no copies.
 
 Two thin entries share one gradient body (``_gradient``), so each launch pays only for the
 arguments its path uses. The grid is persistent: about one program per vector core (NPU) or a
-few per SM (CUDA), each looping over tiles ``pid, pid + num_programs, ...``. Offsets stay
-cheap past 2**31 elements: a tile's base is an int64 *scalar*, the per-lane part an int32
-vector (int64 vector arithmetic runs as scalar code on Ascend A2/A3).
+few per SM (CUDA). Offsets stay cheap past 2**31 elements: a tile's base is an int64 *scalar*,
+the per-lane part an int32 vector (int64 vector arithmetic runs as scalar code on Ascend A2/A3).
 
 - ``mse_loss_backward_flat_kernel``: every operand contiguous over the whole output (or a
-  one-element grad_output): 8 runtime arguments; a tile is ``BLOCK_SIZE`` consecutive
-  elements. Full tiles are loaded without a mask, the partial last tile with one, so 16-byte
-  vector accesses never depend on the element count (which is not specialised on: one
-  compiled variant per tile size).
+  one-element grad_output): 9 runtime arguments; each program owns one ``share`` of
+  consecutive elements (``planning.equal_share``: on Ascend an equal share, so that a small
+  call still keeps every core busy) and walks it in tiles of ``BLOCK_SIZE``. Whole tiles are
+  loaded without a mask, a share's partial last tile with one, so 16-byte vector accesses
+  never depend on the element count (which is not specialised on: one compiled variant per
+  tile size).
 - ``mse_loss_backward_strided_kernel``: a tile is ``BLOCK_ROWS x BLOCK_COLS`` elements of the
   two innermost dimensions; up to ``MAX_OUTER_DIMS - 1`` outer dimensions are peeled off the
   tile index. Each operand is moved in its mode (``TILE``, ``ROW_VECTOR``, ``COL_VECTOR``,
@@ -398,8 +399,10 @@ def _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64: tl.const
 
 
 # ``numel`` is not specialised on (divisibility by 16 would double the compiled variants;
-# full tiles are unmasked anyway). ``scale_divisor`` stays a runtime integer even when it is 1
-# (Triton would otherwise turn it into a constant), so that the float64 path can widen it.
+# full tiles are unmasked anyway). ``share`` is: the planner makes it a multiple of 64 or of
+# the tile, so Triton marks it divisible by 16 and every program's tiles start aligned (16-byte
+# vectors on CUDA). ``scale_divisor`` stays a runtime integer even when it is 1 (Triton would
+# otherwise turn it into a constant), so that the float64 path can widen it.
 @triton.jit(do_not_specialize=["numel", "scale_divisor"])
 def mse_loss_backward_flat_kernel(
     grad_output_ptr,   # [numel], or one element if SCALAR_GRAD
@@ -410,6 +413,7 @@ def mse_loss_backward_flat_kernel(
     scale,             # fp32: 2 / self.numel() for mean, else 2; rounded once from float64
     scale_divisor,     # self.numel() for mean, else 1 (the float64 path's exact scale)
     numel,             # elements of the output
+    share,             # elements per program: program p owns [p * share, (p + 1) * share)
     SCALAR_GRAD: tl.constexpr,     # grad_output has one element: load it once per program
     WRITE_NEGATED: tl.constexpr,   # also store -result (the target's gradient) in the same pass
     SKIP_PADDING: tl.constexpr,    # triton-ascend: masked lanes need no fill value
@@ -424,23 +428,26 @@ def mse_loss_backward_flat_kernel(
     TARGET_PER_ROW: tl.constexpr,
 ):
     """``grad_output * (self - target) * scale`` over contiguous operands (or, with
-    ``ROW_LENGTH``, inputs of one value per row): full tiles unmasked in a persistent loop,
-    then the partial last tile, masked, by one program."""
+    ``ROW_LENGTH``, inputs of one value per row): each program walks its own ``share`` of
+    consecutive elements in tiles, the whole ones unmasked, then its partial last tile, if
+    any, masked (``share`` a multiple of ``ROW_LENGTH``: a row is never split)."""
     compute_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
     scale, grad, second = _compute_setup(grad_output_ptr, scale, scale_divisor, COMPUTE_FP64,
                                          SCALAR_GRAD, ORDER)
     lanes = tl.arange(0, BLOCK_SIZE)
     row_lanes = tl.arange(0, BLOCK_SIZE // ROW_LENGTH)
-    full_tiles = numel // BLOCK_SIZE
-    for tile in range(tl.program_id(0), full_tiles, tl.num_programs(0)):
-        start = tl.cast(tile, tl.int64) * BLOCK_SIZE
+    begin = tl.cast(tl.program_id(0), tl.int64) * share
+    end = tl.maximum(tl.minimum(begin + share, numel), begin)
+    whole_tiles = ((end - begin) // BLOCK_SIZE).to(tl.int32)
+    for tile in range(0, whole_tiles):
+        start = begin + tl.cast(tile, tl.int64) * BLOCK_SIZE
         _flat_tile(grad, second, grad_output_ptr, self_ptr, target_ptr, out_ptr + start + lanes,
                    negated_out_ptr + start + lanes, start, lanes, row_lanes, None, None, scale,
                    compute_dtype, SCALAR_GRAD, WRITE_NEGATED, SKIP_PADDING, False, ORDER,
                    ROW_LENGTH, GRAD_PER_ROW, SELF_PER_ROW, TARGET_PER_ROW)
-    start = tl.cast(full_tiles, tl.int64) * BLOCK_SIZE
-    if (start < numel) & (tl.program_id(0) == full_tiles % tl.num_programs(0)):
-        left = (numel - start).to(tl.int32)
+    start = begin + tl.cast(whole_tiles, tl.int64) * BLOCK_SIZE
+    if start < end:
+        left = (end - start).to(tl.int32)
         _flat_tile(grad, second, grad_output_ptr, self_ptr, target_ptr, out_ptr + start + lanes,
                    negated_out_ptr + start + lanes, start, lanes, row_lanes, lanes < left,
                    row_lanes < left // ROW_LENGTH, scale, compute_dtype, SCALAR_GRAD,

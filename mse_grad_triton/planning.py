@@ -11,18 +11,19 @@ One pure function, ``plan_launch``, which the launcher, the gates (``tools/ascen
    each size would move, ``shortest_run_bytes``);
 3. the evaluation order (``evaluation_order``);
 4. the kernel: flat (a flat layout, or rows narrower than ``NARROW_ROW_BYTES`` moved flat,
-   ``per_row_inputs``) or strided: its tile shape (``tile_shape``; on Ascend a tile that
-   turns operands on chip takes at least ``min_tile_cols`` columns), each operand's mode
-   refined for that tile (``tile_modes_for``) and the integer arguments
-   (``strided_arguments``);
-5. the grid: at most the device's units times the config's programs per unit.
+   ``per_row_inputs``) and its arguments (``flat_arguments``), or strided: its tile shape
+   (``tile_shape``; on Ascend a tile that turns operands on chip takes at least
+   ``min_tile_cols`` columns), each operand's mode refined for that tile
+   (``tile_modes_for``) and the integer arguments (``strided_arguments``);
+5. the grid: at most the device's units times the config's programs per unit; a flat call
+   gives each program an equal share of consecutive elements (``equal_share``).
 
 Only metadata is read: no tensor operation, no tuned table, no tuning, no device (the
 launcher resolves tables and first-use tuning into the ``config`` it passes).
 """
 
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -46,7 +47,8 @@ class LaunchPlan:
     constexprs: dict
     launch_tail: Tuple         # scalar_args as a compiled kernel's launcher takes them
     tile: Tuple[int, int] = (1, 1)  # (rows, columns) of a tile: (1, BLOCK_SIZE) when flat
-    num_tiles: int = 1
+    num_tiles: int = 1         # tiles launched (flat: every program's share in tiles)
+    last_tile_fraction: float = 1.0  # how full a program's last tile is (flat: its share's)
     # Compiled kernels by pointer alignment (filled by CompiledBackend.launch).
     compiled: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -84,16 +86,17 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
         ORDER=evaluation_order(rows.scalar_grad, [t.dtype for t in operands[:3]], scale[0]),
     )
     per_row = per_row_inputs(rows, operands)
-    if rows.flat or per_row:  # 1-D tiles of config.block_size; the kernel masks only its last
+    max_programs = device_backend.num_units * config.programs_per_unit
+    last_tile_fraction = 1.0
+    if rows.flat or per_row:  # 1-D tiles of config.block_size over each program's share
         kernel = mse_loss_backward_flat_kernel
         tile = (1, config.block_size)
-        numel = rows.row_length * rows.num_rows
-        num_tiles = -(-numel // config.block_size)
-        scalar_args = (*scale, numel)
-        flags = per_row or (False, False, False)
-        constexprs.update(BLOCK_SIZE=config.block_size,
-                          ROW_LENGTH=rows.row_length if per_row else 1,
-                          GRAD_PER_ROW=flags[0], SELF_PER_ROW=flags[1], TARGET_PER_ROW=flags[2])
+        flat_args, flat_constexprs, shares = flat_arguments(
+            rows, per_row, config.block_size, max_programs, device_backend.kind == "npu")
+        num_programs, num_tiles = shares.programs, shares.num_tiles
+        last_tile_fraction = shares.last_tile_fraction
+        scalar_args = (*scale, *flat_args)
+        constexprs.update(flat_constexprs)
     else:
         kernel = mse_loss_backward_strided_kernel
         modes = rows.tile_modes(config.transpose)
@@ -108,11 +111,57 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
             rows, tile_modes_for(rows, modes, tile, device_backend.kind == "npu"), tile)
         scalar_args = (*scale, *scalar_args)
         constexprs.update(strided_constexprs)
+        num_programs = max(1, min(num_tiles, max_programs))
     config = replace(config, block_size=tile[0] * tile[1])
-    num_programs = max(1, min(num_tiles, device_backend.num_units * config.programs_per_unit))
     launch_tail = triton_compat.launch_values(kernel, (None,) * 5 + scalar_args, constexprs)[5:]
     return LaunchPlan(rows, config, num_programs, kernel, scalar_args, constexprs, launch_tail,
-                      tile, num_tiles)
+                      tile, num_tiles, last_tile_fraction)
+
+
+def flat_arguments(rows: Layout, per_row: Optional[Tuple[bool, bool, bool]], block_size: int,
+                   max_programs: int, npu: bool) -> Tuple[tuple, dict, "Shares"]:
+    """The flat kernel's integer arguments (after the scale), its layout constexprs and how
+    the call is shared among its programs (``equal_share``). ``per_row``: which inputs hold
+    one value per row of ``rows.row_length`` (``per_row_inputs``), or None."""
+    numel = rows.row_length * rows.num_rows
+    shares = equal_share(numel, max_programs, block_size, npu)
+    flags = per_row or (False, False, False)
+    constexprs = dict(BLOCK_SIZE=block_size, ROW_LENGTH=rows.row_length if per_row else 1,
+                      GRAD_PER_ROW=flags[0], SELF_PER_ROW=flags[1], TARGET_PER_ROW=flags[2])
+    return (numel, shares.share), constexprs, shares
+
+
+# On Ascend each program's share of a flat call is a multiple of this many elements: a
+# multiple of the UB's 32-byte block for every dtype, and of 16, so that Triton marks the
+# ``share`` argument divisible by 16 (aligned vector accesses in every share).
+SHARE_GRANULE = 64
+
+
+class Shares(NamedTuple):
+    """How a flat call is shared: ``programs`` programs of ``share`` consecutive elements each
+    (the last what is left), walked in ``num_tiles`` tiles in all (each program's share in
+    tiles), a share's last tile ``last_tile_fraction`` full."""
+
+    programs: int
+    share: int
+    num_tiles: int
+    last_tile_fraction: float
+
+
+def equal_share(numel: int, max_programs: int, block_size: int, npu: bool) -> Shares:
+    """How a flat call of ``numel`` elements is shared among at most ``max_programs``
+    programs in tiles of ``block_size`` (``Shares``; every program has work). On Ascend
+    (``npu``) the shares are as equal as ``SHARE_GRANULE`` allows, so that every vector
+    core works even on a call of a few tiles, each walking a partial last tile (aclnn keeps
+    ceil(N / 12288) cores busy: REFERENCE.md section 1); elsewhere in whole tiles, as equal
+    as they come (only the call's last tile partial)."""
+    granule = SHARE_GRANULE if npu else block_size
+    per_program = -(-numel // max(1, max_programs))
+    share = -(-per_program // granule) * granule
+    tiles_per_program = -(-share // block_size)
+    last = share - (tiles_per_program - 1) * block_size
+    programs = -(-numel // share)
+    return Shares(programs, share, programs * tiles_per_program, last / block_size)
 
 
 # A tile row narrower than this is padded to it in an Ascend A2/A3 UB (one 32-byte block,

@@ -378,6 +378,12 @@ def test_small_calls_are_modelled_at_the_tile_the_launcher_shrinks_to(compiler):
         assert call.ours.label.endswith("not measured")
         ratio = call.aclnn.seconds / call.ours.seconds
         assert (call.miss is None) == (ratio >= ascend_check.goals.small_call_need(call.aclnn))
+        # Equal shares (planning.equal_share): (nearly) every vector core works, where aclnn
+        # keeps ceil(N / 12288) busy (6 at 2**16 fp32); 64-element shares of 2**16 leave one
+        # of 48 cores idle.
+        cores = chips.chip(call.target).vector_cores
+        assert cores >= call.ours.cores >= 0.9 * cores
+        assert call.elements > 1 << 16 or call.aclnn.cores < 0.2 * cores
     # 2**16 elements spread over every core at the smallest tile: aclnn keeps 6 busy.
     first = calls[0]
     assert first.case.block_size == min(compiled) and first.ours.cores == 40

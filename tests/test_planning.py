@@ -161,3 +161,44 @@ def test_the_strided_form_of_a_transposed_layout_walks_the_column_stride():
     for plan in (turned, walked):
         backend.launch(plan, (grad, self, target, out, out))
         assert_ulp_close(out, reference(grad, self, target, "mean"))
+
+
+@pytest.mark.parametrize("numel, max_programs, block_size", [
+    (1 << 16, 40, 8192), (1 << 16, 48, 1024), (10007, 40, 2048), (1000, 40, 1024),
+    (63, 40, 1024), (1 << 24, 40, 8192), (3 * 8192, 40, 8192), (5, 1, 256)])
+@pytest.mark.parametrize("npu", [True, False], ids=["npu", "elsewhere"])
+def test_every_program_of_a_flat_call_has_an_equal_share(numel, max_programs, block_size, npu):
+    shares = planning.equal_share(numel, max_programs, block_size, npu)
+    share = shares.share
+    assert 1 <= shares.programs <= max_programs
+    assert (shares.programs - 1) * share < numel <= shares.programs * share  # all work, covered
+    assert share % (planning.SHARE_GRANULE if npu else block_size) == 0
+    tiles = -(-share // block_size)
+    assert shares.num_tiles == shares.programs * tiles
+    assert shares.last_tile_fraction == (share - (tiles - 1) * block_size) / block_size
+    if npu:  # as equal as the granule allows: no program could take 64 elements fewer
+        assert share - planning.SHARE_GRANULE < -(-numel // max_programs)
+    else:    # whole tiles: as many per program as round-robin tiles would give
+        assert tiles == -(-(-(-numel // block_size)) // max_programs)
+
+
+@pytest.mark.parametrize("self_shape, grad_shape, dtype", [
+    ([1 << 16], [1 << 16], torch.float32),     # 8 tiles of 8192: 40 shares of 1664
+    ([10007], [], torch.bfloat16),             # odd length, one-value grad_output
+    ([1001, 4], [1001, 1], torch.float16),     # rows of 4 moved flat: a share never splits one
+])
+def test_on_ascend_a_small_flat_call_spreads_over_every_core(self_shape, grad_shape, dtype):
+    grad, self, target = make(grad_shape, dtype, 1), make(self_shape, dtype, 2), \
+        make(self_shape, dtype, 3)
+    out = torch.full(self.shape, float("nan"), dtype=dtype)
+    npu = backends.DeviceBackend("npu", "Ascend910B3", 40, False)
+    plan = planning.plan_launch(grad, self, target, out, 1, npu, configs.KernelConfig(8192))
+    numel, share = plan.scalar_args[-2:]
+    assert plan.moved_flat and plan.num_programs == -(-numel // share)
+    assert plan.num_programs > -(-numel // 8192)  # more cores than tiles of the config
+    assert plan.last_tile_fraction == share / 8192 < 1
+    backends.backend_for(self.device).launch(plan, (grad, self, target, out, out))
+    assert_ulp_close(out, reference(grad, self, target, "mean"))  # every element, once
+    cpu = planning.plan_launch(grad, self, target, out, 1, backends.backend_for(self.device),
+                               configs.KernelConfig(8192))
+    assert cpu.scalar_args[-1] % 8192 == 0  # elsewhere: whole tiles per program

@@ -716,7 +716,7 @@ def _model(result: Result, case: Case, operands) -> None:
         _, plan = plan_case(case, num_units=cores)
         result.modelled[target] = pipe_model.model_tile_call(
             result.body, plan.num_tiles, plan.num_programs, cores, case.multibuffer,
-            *minimal_bytes(operands), last_tile_fraction(plan))
+            *minimal_bytes(operands), plan.last_tile_fraction)
         result.aclnn[target] = model_aclnn(operands, cores)
         facts = goal_facts(result, case, operands, plan, cores)
         result.goal_facts[target] = facts
@@ -728,11 +728,9 @@ def goal_facts(result: Result, case: Case, operands, plan, cores: int) -> goals.
     tile, and it and aclnn modelled at ``goals.LARGE_ELEMENTS`` or more, the output's
     outermost dimension of more than one element scaled up (``scaled_up``)."""
     scale = scaled_up(operands[3].numel())
-    tiles = plan.num_tiles * scale
-    programs = min(tiles, cores * plan.config.programs_per_unit)
-    large = pipe_model.model_tile_call(
-        result.body, tiles, programs, cores, case.multibuffer, *minimal_bytes(operands, scale),
-        last_tile_fraction(plan) if scale == 1 else 1.0)
+    tiles, programs, cores, fraction = launched_tiles(plan, operands[3].numel() * scale, cores)
+    large = pipe_model.model_tile_call(result.body, tiles, programs, cores, case.multibuffer,
+                                       *minimal_bytes(operands, scale), fraction)
     aclnn = model_aclnn(operands, cores, scale)
     return goals.TileFacts(
         operands[3].numel(), len(plan.layout.sizes), operands[1].element_size(),
@@ -776,11 +774,24 @@ def model_launch(operands, plan, target: str = MODEL_TARGETS[0],
     _compile_for(linalg, [target], compiler, result)
     if not result.runnable or result.body is None:
         return None, f"bishengir-compile: {result.status} {result.error}".strip()
-    cores = result.vector_cores[target]
-    programs = min(plan.num_tiles, cores * plan.config.programs_per_unit)
+    tiles, programs, cores, fraction = launched_tiles(plan, meta[3].numel(),
+                                                      result.vector_cores[target])
     return pipe_model.model_tile_call(
-        result.body, plan.num_tiles, programs, cores, plan.config.multibuffer,
-        *minimal_bytes(meta), last_tile_fraction(plan)), ""
+        result.body, tiles, programs, cores, plan.config.multibuffer, *minimal_bytes(meta),
+        fraction), ""
+
+
+def launched_tiles(plan, elements: int, cores: int) -> Tuple[int, int, int, float]:
+    """``(num_tiles, num_programs, cores, last_tile_fraction)`` for ``pipe_model``: ``plan``'s
+    tile launched on ``cores`` vector cores over ``elements`` output elements (its own, or
+    its outermost dimension scaled up: the same tiles, more of them; a flat call shared anew,
+    ``planning.equal_share``)."""
+    max_programs = cores * plan.config.programs_per_unit
+    if plan.moved_flat:
+        shares = planning.equal_share(elements, max_programs, plan.config.block_size, True)
+        return shares.num_tiles, shares.programs, cores, shares.last_tile_fraction
+    tiles = plan.num_tiles * elements // math.prod(plan.layout.sizes)
+    return tiles, min(tiles, max_programs), cores, 1.0
 
 
 def minimal_bytes(operands, scale: int = 1) -> Tuple[int, int]:
@@ -797,14 +808,6 @@ def minimal_bytes(operands, scale: int = 1) -> Tuple[int, int]:
                          if stride != 0) * tensor.element_size() * (scale if spans else 1)
     inputs = sum(own(t) for t in operands[:3])
     return inputs, sum(own(t) for t in operands[3:] if t is not None)
-
-
-def last_tile_fraction(plan) -> float:
-    """How full the flat kernel's last tile is (strided tiles are costed whole)."""
-    if not plan.moved_flat:
-        return 1.0
-    remainder = plan.scalar_args[-1] % plan.config.block_size  # numel
-    return remainder / plan.config.block_size if remainder else 1.0
 
 
 def model_aclnn(operands, cores: int, scale: int = 1) -> pipe_model.Modelled:
@@ -1199,7 +1202,7 @@ def small_calls(results: Sequence[Result]) -> List[SmallCall]:
                     continue
                 ours = pipe_model.model_tile_call(
                     body, plan.num_tiles, plan.num_programs, cores, case.multibuffer,
-                    *minimal_bytes(operands), last_tile_fraction(plan))
+                    *minimal_bytes(operands), plan.last_tile_fraction)
                 calls.append(SmallCall(case, target, elements, ours, aclnn,
                                        goals.small_miss(ours, aclnn)))
     return calls
