@@ -179,7 +179,8 @@ def test_every_program_of_a_flat_call_has_an_equal_share(numel, max_programs, bl
     if npu:  # as equal as the granule allows: no program could take 64 elements fewer
         assert share - planning.SHARE_GRANULE < -(-numel // max_programs)
     else:    # whole tiles: as many per program as round-robin tiles would give
-        assert tiles == -(-(-(-numel // block_size)) // max_programs)
+        call_tiles = -(-numel // block_size)
+        assert tiles == -(-call_tiles // max_programs)
 
 
 @pytest.mark.parametrize("self_shape, grad_shape, dtype", [

@@ -99,7 +99,7 @@ def misses(facts: TileFacts) -> List[Miss]:
                              f"bound) < {MIN_ROOFLINE:.0%} MTE-bound"))
     needed = MIN_VS_ACLNN_V2 if facts.aclnn_v2 else MIN_VS_ACLNN_FALLBACK
     if aclnn.seconds / large.seconds < needed:
-        found.append(Miss(4, f"{aclnn.seconds / large.seconds:.2f}x aclnn < {needed:.1f}x"))
+        found.append(Miss(4, f"{aclnn.seconds / large.seconds:.3f}x aclnn < {needed:.1f}x"))
     limit = vector_call_limit(facts.itemsize, facts.guarded)
     if body.vector_calls > limit:
         found.append(Miss(5, f"{body.vector_calls} vector calls > {limit}"))
@@ -116,5 +116,5 @@ def small_miss(ours: pipe_model.Modelled, aclnn: pipe_model.Modelled) -> Optiona
     """Goal 6 for one small call, or None where it is met."""
     ratio, needed = aclnn.seconds / ours.seconds, small_call_need(aclnn)
     if ratio < needed:
-        return Miss(6, f"{ratio:.2f}x aclnn < {needed:.2f}x")
+        return Miss(6, f"{ratio:.3f}x aclnn < {needed:.2f}x")
     return None
