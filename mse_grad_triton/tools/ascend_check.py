@@ -728,7 +728,7 @@ def goal_facts(result: Result, case: Case, operands, plan, cores: int) -> goals.
     tile, and it and aclnn modelled at ``goals.LARGE_ELEMENTS`` or more, the output's
     outermost dimension of more than one element scaled up (``scaled_up``)."""
     scale = scaled_up(operands[3].numel())
-    tiles, programs, cores, fraction = launched_tiles(plan, operands[3].numel() * scale, cores)
+    tiles, programs, fraction = launched_tiles(plan, operands[3].numel() * scale, cores)
     large = pipe_model.model_tile_call(result.body, tiles, programs, cores, case.multibuffer,
                                        *minimal_bytes(operands, scale), fraction)
     aclnn = model_aclnn(operands, cores, scale)
@@ -774,24 +774,24 @@ def model_launch(operands, plan, target: str = MODEL_TARGETS[0],
     _compile_for(linalg, [target], compiler, result)
     if not result.runnable or result.body is None:
         return None, f"bishengir-compile: {result.status} {result.error}".strip()
-    tiles, programs, cores, fraction = launched_tiles(plan, meta[3].numel(),
-                                                      result.vector_cores[target])
+    cores = result.vector_cores[target]
+    tiles, programs, fraction = launched_tiles(plan, meta[3].numel(), cores)
     return pipe_model.model_tile_call(
         result.body, tiles, programs, cores, plan.config.multibuffer, *minimal_bytes(meta),
         fraction), ""
 
 
-def launched_tiles(plan, elements: int, cores: int) -> Tuple[int, int, int, float]:
-    """``(num_tiles, num_programs, cores, last_tile_fraction)`` for ``pipe_model``: ``plan``'s
+def launched_tiles(plan, elements: int, cores: int) -> Tuple[int, int, float]:
+    """``(num_tiles, num_programs, last_tile_fraction)`` for ``pipe_model``: ``plan``'s
     tile launched on ``cores`` vector cores over ``elements`` output elements (its own, or
     its outermost dimension scaled up: the same tiles, more of them; a flat call shared anew,
     ``planning.equal_share``)."""
     max_programs = cores * plan.config.programs_per_unit
     if plan.moved_flat:
         shares = planning.equal_share(elements, max_programs, plan.config.block_size, True)
-        return shares.num_tiles, shares.programs, cores, shares.last_tile_fraction
+        return shares.num_tiles, shares.programs, shares.last_tile_fraction
     tiles = plan.num_tiles * elements // math.prod(plan.layout.sizes)
-    return tiles, min(tiles, max_programs), cores, 1.0
+    return tiles, min(tiles, max_programs), 1.0
 
 
 def minimal_bytes(operands, scale: int = 1) -> Tuple[int, int]:
