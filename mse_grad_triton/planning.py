@@ -118,19 +118,6 @@ def plan_launch(grad_output: torch.Tensor, self: torch.Tensor, target: torch.Ten
                       tile, num_tiles, last_tile_fraction)
 
 
-def flat_arguments(rows: Layout, per_row: Optional[Tuple[bool, bool, bool]], block_size: int,
-                   max_programs: int, npu: bool) -> Tuple[tuple, dict, "Shares"]:
-    """The flat kernel's integer arguments (after the scale), its layout constexprs and how
-    the call is shared among its programs (``equal_share``). ``per_row``: which inputs hold
-    one value per row of ``rows.row_length`` (``per_row_inputs``), or None."""
-    numel = rows.row_length * rows.num_rows
-    shares = equal_share(numel, max_programs, block_size, npu)
-    flags = per_row or (False, False, False)
-    constexprs = dict(BLOCK_SIZE=block_size, ROW_LENGTH=rows.row_length if per_row else 1,
-                      GRAD_PER_ROW=flags[0], SELF_PER_ROW=flags[1], TARGET_PER_ROW=flags[2])
-    return (numel, shares.share), constexprs, shares
-
-
 # On Ascend each program's share of a flat call is a multiple of this many elements: a
 # multiple of the UB's 32-byte block for every dtype, and of 16, so that Triton marks the
 # ``share`` argument divisible by 16 (aligned vector accesses in every share).
@@ -162,6 +149,19 @@ def equal_share(numel: int, max_programs: int, block_size: int, npu: bool) -> Sh
     last = share - (tiles_per_program - 1) * block_size
     programs = -(-numel // share)
     return Shares(programs, share, programs * tiles_per_program, last / block_size)
+
+
+def flat_arguments(rows: Layout, per_row: Optional[Tuple[bool, bool, bool]], block_size: int,
+                   max_programs: int, npu: bool) -> Tuple[tuple, dict, Shares]:
+    """The flat kernel's integer arguments (after the scale), its layout constexprs and how
+    the call is shared among its programs (``equal_share``). ``per_row``: which inputs hold
+    one value per row of ``rows.row_length`` (``per_row_inputs``), or None."""
+    numel = rows.row_length * rows.num_rows
+    shares = equal_share(numel, max_programs, block_size, npu)
+    flags = per_row or (False, False, False)
+    constexprs = dict(BLOCK_SIZE=block_size, ROW_LENGTH=rows.row_length if per_row else 1,
+                      GRAD_PER_ROW=flags[0], SELF_PER_ROW=flags[1], TARGET_PER_ROW=flags[2])
+    return (numel, shares.share), constexprs, shares
 
 
 # A tile row narrower than this is padded to it in an Ascend A2/A3 UB (one 32-byte block,
